@@ -1,0 +1,320 @@
+//! The call record and its timeline, as stored and as CRMs see them (seed 004).
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{phone::E164, tenants::TenantId};
+
+/// A call's lifecycle, in Twilio's vocabulary (every provider adapter maps onto it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CallStatus {
+    Queued,
+    Initiated,
+    Ringing,
+    InProgress,
+    Completed,
+    Busy,
+    Failed,
+    NoAnswer,
+    Canceled,
+}
+
+impl CallStatus {
+    pub const ALL: [CallStatus; 9] = [
+        CallStatus::Queued,
+        CallStatus::Initiated,
+        CallStatus::Ringing,
+        CallStatus::InProgress,
+        CallStatus::Completed,
+        CallStatus::Busy,
+        CallStatus::Failed,
+        CallStatus::NoAnswer,
+        CallStatus::Canceled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallStatus::Queued => "queued",
+            CallStatus::Initiated => "initiated",
+            CallStatus::Ringing => "ringing",
+            CallStatus::InProgress => "in-progress",
+            CallStatus::Completed => "completed",
+            CallStatus::Busy => "busy",
+            CallStatus::Failed => "failed",
+            CallStatus::NoAnswer => "no-answer",
+            CallStatus::Canceled => "canceled",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        self.rank() == 4
+    }
+
+    /// Position in the lifecycle; a call only ever moves to a higher rank, and every
+    /// terminal status shares the top rank so none can replace another.
+    pub fn rank(self) -> u8 {
+        match self {
+            CallStatus::Queued => 0,
+            CallStatus::Initiated => 1,
+            CallStatus::Ringing => 2,
+            CallStatus::InProgress => 3,
+            _ => 4,
+        }
+    }
+
+    pub fn can_move_to(self, next: CallStatus) -> bool {
+        next.rank() > self.rank()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "inbound" => Some(Direction::Inbound),
+            "outbound" => Some(Direction::Outbound),
+            _ => None,
+        }
+    }
+}
+
+/// The agent as embedded in a call (denormalised at assignment, so listing calls needs
+/// no second read).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentRef {
+    pub id: String,
+    pub full_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConsentStatus {
+    Granted,
+    Declined,
+    Withdrawn,
+    NotRequired,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Consent {
+    pub status: ConsentStatus,
+    #[serde(with = "ts")]
+    pub recorded_at: DateTime<Utc>,
+    /// How it was captured: `ivr-prompt`, `agent`, `crm`…
+    pub method: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecordingStatus {
+    Pending,
+    Available,
+    Absent,
+    Failed,
+}
+
+/// Where the call's recording stands. The audio itself lives only in S3 and leaves it
+/// only through a signed URL from `api-calls-recording`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordingRef {
+    pub status: RecordingStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Call {
+    pub id: String,
+    pub tenant_id: TenantId,
+    /// `twilio`, `exotel`, `vonage`, …
+    pub provider: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_call_sid: Option<String>,
+    pub direction: Direction,
+    pub from_number: E164,
+    pub to_number: E164,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_name: Option<String>,
+    pub status: CallStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<RecordingRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transcript: Option<String>,
+    #[serde(with = "ts")]
+    pub started_at: DateTime<Utc>,
+    #[serde(default, with = "ts::option", skip_serializing_if = "Option::is_none")]
+    pub answered_at: Option<DateTime<Utc>>,
+    #[serde(default, with = "ts::option", skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub department: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent: Option<Consent>,
+    #[serde(default)]
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A call as a CRM sees it: seed 004's list fields (`twilio_call_sid`, `recording_url`)
+/// plus the provider-neutral ones.
+#[derive(Debug, Serialize)]
+pub struct CallView<'a> {
+    pub id: &'a str,
+    pub provider: &'a str,
+    pub provider_call_sid: Option<&'a str>,
+    pub twilio_call_sid: Option<&'a str>,
+    pub direction: Direction,
+    pub from_number: &'a E164,
+    pub to_number: &'a E164,
+    pub caller_name: Option<&'a str>,
+    pub status: CallStatus,
+    pub duration_seconds: Option<u32>,
+    /// Recordings are served only as audited, short-lived signed URLs from
+    /// `api-calls-recording`; a list never embeds one.
+    pub recording_url: Option<&'a str>,
+    pub recording: Option<&'a RecordingRef>,
+    pub transcript: Option<&'a str>,
+    #[serde(with = "ts")]
+    pub started_at: DateTime<Utc>,
+    #[serde(with = "ts::option")]
+    pub answered_at: Option<DateTime<Utc>>,
+    #[serde(with = "ts::option")]
+    pub ended_at: Option<DateTime<Utc>>,
+    pub agent: Option<&'a AgentRef>,
+    pub department: Option<&'a str>,
+    pub metadata: &'a serde_json::Map<String, serde_json::Value>,
+}
+
+impl Call {
+    pub fn view(&self) -> CallView<'_> {
+        CallView {
+            id: &self.id,
+            provider: &self.provider,
+            provider_call_sid: self.provider_call_sid.as_deref(),
+            twilio_call_sid: self.provider_call_sid.as_deref().filter(|_| self.provider == "twilio"),
+            direction: self.direction,
+            from_number: &self.from_number,
+            to_number: &self.to_number,
+            caller_name: self.caller_name.as_deref(),
+            status: self.status,
+            duration_seconds: self.duration_seconds,
+            recording_url: None,
+            recording: self.recording.as_ref(),
+            transcript: self.transcript.as_deref(),
+            started_at: self.started_at,
+            answered_at: self.answered_at,
+            ended_at: self.ended_at,
+            agent: self.agent.as_ref(),
+            department: self.department.as_deref(),
+            metadata: &self.metadata,
+        }
+    }
+}
+
+/// One entry of a call's timeline. Append-only; ordered by `occurred_at` then `id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallEvent {
+    /// UUIDv7: unique and time-ordered; CRMs deduplicate deliveries by it.
+    pub id: String,
+    pub call_id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<CallStatus>,
+    #[serde(with = "ts")]
+    pub occurred_at: DateTime<Utc>,
+    /// Who reported it: `twilio`, `api`, `operator`, `demo`…
+    pub source: String,
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub detail: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Timestamps as RFC 3339 UTC, fractional seconds only when present (`…T10:00:00Z`).
+pub mod ts {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    pub fn format(t: &DateTime<Utc>) -> String {
+        t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    }
+
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format(t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let raw = String::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&raw).map(|t| t.with_timezone(&Utc)).map_err(serde::de::Error::custom)
+    }
+
+    pub mod option {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+            match t {
+                Some(t) => s.serialize_some(&format(t)),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+            Option::<String>::deserialize(d)?
+                .map(|raw| DateTime::parse_from_rfc3339(&raw).map(|t| t.with_timezone(&Utc)))
+                .transpose()
+                .map_err(serde::de::Error::custom)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminal_statuses_are_final_and_the_lifecycle_only_moves_forward() {
+        use CallStatus::*;
+        assert!(Ringing.can_move_to(InProgress));
+        assert!(Queued.can_move_to(Completed));
+        assert!(!InProgress.can_move_to(Ringing));
+        assert!(!Ringing.can_move_to(Ringing));
+        for terminal in [Completed, Busy, Failed, NoAnswer, Canceled] {
+            assert!(terminal.is_terminal());
+            for next in CallStatus::ALL {
+                assert!(!terminal.can_move_to(next), "{terminal:?} -> {next:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn statuses_use_twilio_names() {
+        for s in CallStatus::ALL {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+            assert_eq!(CallStatus::parse(s.as_str()), Some(s));
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! Everything a function builds once per cold start and shares across requests.
+
+use chrono::Utc;
+use http::{HeaderName, HeaderValue};
+use lambda_http::Request;
+
+use crate::{
+    aws::AwsClients,
+    calls::CallStore,
+    config::Config,
+    cursor::CursorSigner,
+    edge::{self, ApiError},
+    tenants::{AuthError, KeyStore, Principal, RateWindow, Scope, TenantStore},
+};
+
+#[derive(Debug, Clone)]
+pub struct AppContext {
+    pub config: Config,
+    pub aws: AwsClients,
+    pub tenants: TenantStore,
+    pub keys: KeyStore,
+    pub calls: CallStore,
+    pub cursors: CursorSigner,
+}
+
+impl AppContext {
+    /// Cold-start wiring: configuration from the environment, then the clients.
+    pub async fn from_env() -> anyhow::Result<Self> {
+        let config = Config::from_env()?;
+        let aws = AwsClients::from_env(config.local).await;
+        Ok(Self::new(config, aws))
+    }
+
+    pub fn new(config: Config, aws: AwsClients) -> Self {
+        Self {
+            tenants: TenantStore::new(aws.dynamodb.clone(), &config.tenants_table),
+            keys: KeyStore::new(aws.dynamodb.clone(), &config.tenants_table),
+            calls: CallStore::new(aws.dynamodb.clone(), &config.calls_table),
+            cursors: CursorSigner::new(config.cursor_key_bytes()),
+            config,
+            aws,
+        }
+    }
+
+    /// Checks `x-api-key`, counts the request against the key's hourly limit, and
+    /// requires `scope`: 401 unknown/revoked, 429 over the limit, 403 missing scope.
+    pub async fn authorize(&self, req: &Request, scope: Scope) -> Result<Principal, ApiError> {
+        let presented = req.headers().get("x-api-key").and_then(|v| v.to_str().ok());
+        let principal = match self.keys.authenticate(presented, Utc::now()).await {
+            Ok(p) => p,
+            Err(AuthError::Missing) => return Err(ApiError::Unauthorized("missing x-api-key header")),
+            Err(AuthError::Invalid) => return Err(ApiError::Unauthorized("invalid API key")),
+            Err(AuthError::Revoked) => return Err(ApiError::Unauthorized("API key has been revoked")),
+            Err(AuthError::RateLimited(window)) => {
+                rate_headers(&window);
+                let retry_after_secs = (window.reset_epoch - Utc::now().timestamp()).max(1) as u64;
+                return Err(ApiError::RateLimited { limit: window.limit, retry_after_secs });
+            }
+            Err(AuthError::Store(e)) => return Err(ApiError::Unexpected(e)),
+        };
+        edge::record_tenant(principal.tenant_id.as_str());
+        rate_headers(&principal.rate);
+        if !principal.has(scope) {
+            return Err(ApiError::Forbidden(format!("this API key lacks the '{}' scope", scope.as_str())));
+        }
+        Ok(principal)
+    }
+}
+
+fn rate_headers(window: &RateWindow) {
+    let set = |name: &'static str, value: i64| edge::add_response_header(HeaderName::from_static(name), HeaderValue::from(value));
+    set("x-ratelimit-limit", window.limit.into());
+    set("x-ratelimit-remaining", window.remaining.into());
+    set("x-ratelimit-reset", window.reset_epoch);
+}

@@ -1,0 +1,17 @@
+//! Switchboard's common library: everything a function needs besides its own wiring.
+//!
+//! Organised by domain (`tenants`, `calls`) with the cross-cutting edge pieces beside
+//! them (`config`, `telemetry`, `aws`, `edge`, `cursor`). Functions stay thin:
+//! parse → authorize → one call in here → respond.
+
+pub mod aws;
+pub mod calls;
+pub mod config;
+pub mod context;
+pub mod cursor;
+pub mod edge;
+pub mod phone;
+pub mod telemetry;
+pub mod tenants;
+
+pub use context::AppContext;
