@@ -1,1 +1,6 @@
+//! Black-box tests against the real local stack, by feature. Run with `./infra/test`.
 
+mod auth;
+mod calls_details;
+mod calls_list;
+mod fixtures;

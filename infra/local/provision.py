@@ -124,7 +124,7 @@ class Stack:
         if fn == "Ref":
             return self.ref(arg)
         if fn == "Fn::GetAtt":
-            return self.get_att(*arg)
+            return self.attr(*arg)
         if fn == "Fn::Sub":
             text, variables = (arg, {}) if isinstance(arg, str) else arg
             variables = {k: self.resolve(v) for k, v in variables.items()}
@@ -143,7 +143,7 @@ class Stack:
         if name in variables:
             return variables[name]
         if "." in name:
-            return self.get_att(*name.split(".", 1))
+            return self.attr(*name.split(".", 1))
         return self.ref(name)
 
     def ref(self, name):
@@ -156,9 +156,6 @@ class Stack:
                 raise ValueError(f"parameter {name} has no Default (pass --parameter {name}=...)")
             return self.params[name]
         return self.attr(name, "Ref")
-
-    def get_att(self, logical_id, attribute):
-        return self.attr(logical_id, attribute)
 
     def attr(self, logical_id, attribute):
         attrs = self.ensure(logical_id)
@@ -226,8 +223,8 @@ class Stack:
                 raise
         settings = {
             "BucketEncryption": lambda p: self.s3.put_bucket_encryption(
-                Bucket=name,
-                ServerSideEncryptionConfiguration={"Rules": [sse_rule(r) for r in p["ServerSideEncryptionConfiguration"]]}),
+                Bucket=name, ServerSideEncryptionConfiguration={
+                    "Rules": [sse_rule(r) for r in p["ServerSideEncryptionConfiguration"]]}),
             "PublicAccessBlockConfiguration": lambda p: self.s3.put_public_access_block(
                 Bucket=name, PublicAccessBlockConfiguration=p),
             "OwnershipControls": lambda p: self.s3.put_bucket_ownership_controls(
@@ -352,6 +349,8 @@ def write_private(path, text):
 
 
 def shell_quote(value):
+    if isinstance(value, bool):
+        value = str(value).lower()  # as CloudFormation renders YAML booleans
     return "'" + str(value).replace("'", "'\"'\"'") + "'"
 
 
