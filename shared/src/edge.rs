@@ -263,7 +263,7 @@ where
         method = %method,
         status = response.status().as_u16(),
         error_code = error_code.unwrap_or("-"),
-        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        latency_ms = started.elapsed().as_micros() as f64 / 1000.0,
         "request"
     );
     response
