@@ -34,7 +34,7 @@ async fn all_pages(app: &TestApp, tenant: &TestTenant, query: &[(&str, &str)]) -
 /// The ids a query must return: matching calls, newest first.
 fn expected(calls: &[&Call], keep: impl Fn(&Call) -> bool) -> Vec<String> {
     let mut matching: Vec<&&Call> = calls.iter().filter(|c| keep(c)).collect();
-    matching.sort_by(|a, b| b.started_at.cmp(&a.started_at));
+    matching.sort_by_key(|c| std::cmp::Reverse(c.started_at));
     matching.iter().map(|c| c.id.clone()).collect()
 }
 

@@ -29,7 +29,7 @@ pub fn calls(tenant: &TenantId, count: usize) -> Vec<(Call, Vec<CallEvent>)> {
             call.agent = Some(demo::agent(i % 4));
             call.direction = DIRECTIONS[(i / 3) % 2];
             call.department = Some(demo::DEPARTMENTS[(i / 2) % 3].into());
-            call.from_number = E164::parse("+14155550199").unwrap();
+            call.from_number = E164::parse("+14155550199").unwrap().into();
             (call, Vec::new())
         })
         .collect()

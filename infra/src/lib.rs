@@ -4,3 +4,4 @@
 pub mod demo;
 pub mod gateway;
 pub mod migrate;
+pub mod twilio_fake;

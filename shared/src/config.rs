@@ -21,6 +21,10 @@ pub struct Config {
     pub calls_table: String,
     pub recordings_bucket: Option<String>,
     pub crm_delivery_queue_url: Option<String>,
+    pub recording_fetch_queue_url: Option<String>,
+    /// Where provider webhooks reach us, as the provider signs it (`…/functions/v1` locally).
+    /// Unset behind a Function URL: the public URL is then `https://<Host>/<path>`.
+    pub public_base_url: Option<String>,
     pub cursor_signing_key: SecretString,
     /// Running against the local stack (S3 needs path-style addressing there).
     pub local: bool,
@@ -49,6 +53,8 @@ impl Config {
             calls_table: required("CALLS_TABLE")?,
             recordings_bucket: get("RECORDINGS_BUCKET").filter(|v| !v.is_empty()),
             crm_delivery_queue_url: get("CRM_DELIVERY_QUEUE_URL").filter(|v| !v.is_empty()),
+            recording_fetch_queue_url: get("RECORDING_FETCH_QUEUE_URL").filter(|v| !v.is_empty()),
+            public_base_url: get("PUBLIC_BASE_URL").filter(|v| !v.is_empty()),
             cursor_signing_key: SecretString::from(cursor_signing_key),
             local: matches!(get("SWITCHBOARD_LOCAL").as_deref(), Some("1" | "true")),
         })

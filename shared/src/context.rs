@@ -5,12 +5,14 @@ use http::{HeaderName, HeaderValue};
 use lambda_http::Request;
 
 use crate::{
+    audit::AuditLog,
     aws::AwsClients,
+    providers::twilio::client::TwilioClient,
     calls::CallStore,
     config::Config,
     cursor::CursorSigner,
     edge::{self, ApiError},
-    tenants::{AuthError, KeyStore, Principal, RateWindow, Scope, TenantStore},
+    tenants::{AuthError, KeyStore, Principal, RateWindow, Scope, TenantStore, providers::ProviderStore, settings::SettingsStore},
 };
 
 #[derive(Debug, Clone)]
@@ -20,6 +22,10 @@ pub struct AppContext {
     pub tenants: TenantStore,
     pub keys: KeyStore,
     pub calls: CallStore,
+    pub providers: ProviderStore,
+    pub settings: SettingsStore,
+    pub audit: AuditLog,
+    pub twilio: TwilioClient,
     pub cursors: CursorSigner,
 }
 
@@ -28,11 +34,15 @@ impl AppContext {
     pub async fn from_env() -> anyhow::Result<Self> {
         let config = Config::from_env()?;
         let aws = AwsClients::from_env(config.local).await;
-        Ok(Self::new(config, aws))
+        Ok(Self::new(config, aws, TwilioClient::from_env()?))
     }
 
-    pub fn new(config: Config, aws: AwsClients) -> Self {
+    pub fn new(config: Config, aws: AwsClients, twilio: TwilioClient) -> Self {
         Self {
+            providers: ProviderStore::new(aws.dynamodb.clone(), &config.tenants_table),
+            settings: SettingsStore::new(aws.dynamodb.clone(), &config.tenants_table),
+            audit: AuditLog::new(aws.dynamodb.clone(), &config.tenants_table),
+            twilio,
             tenants: TenantStore::new(aws.dynamodb.clone(), &config.tenants_table),
             keys: KeyStore::new(aws.dynamodb.clone(), &config.tenants_table),
             calls: CallStore::new(aws.dynamodb.clone(), &config.calls_table),

@@ -31,6 +31,10 @@ pub enum ApiError {
     MethodNotAllowed(Method),
     #[error("{0}")]
     Conflict(String),
+    /// A request understood and authorised but refused by policy, with its own code
+    /// (e.g. 403 `consent_withdrawn`, 410 `retention_expired`).
+    #[error("{message}")]
+    Refused { status: StatusCode, code: &'static str, message: String },
     #[error("rate limit of {limit} requests per hour exceeded; retry after {retry_after_secs} s")]
     RateLimited { limit: u32, retry_after_secs: u64 },
     #[error(transparent)]
@@ -51,6 +55,7 @@ impl ApiError {
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Refused { status, .. } => *status,
             Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -65,6 +70,7 @@ impl ApiError {
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::Conflict(_) => "conflict",
             Self::RateLimited { .. } => "rate_limited",
+            Self::Refused { code, .. } => code,
             Self::Unexpected(_) => "internal_error",
         }
     }

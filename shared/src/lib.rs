@@ -4,6 +4,7 @@
 //! them (`config`, `telemetry`, `aws`, `edge`, `cursor`). Functions stay thin:
 //! parse → authorize → one call in here → respond.
 
+pub mod audit;
 pub mod aws;
 pub mod calls;
 pub mod config;
@@ -11,6 +12,8 @@ pub mod context;
 pub mod cursor;
 pub mod edge;
 pub mod phone;
+pub mod providers;
+pub mod recordings;
 pub mod telemetry;
 pub mod tenants;
 

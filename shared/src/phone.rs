@@ -57,6 +57,64 @@ impl<'de> Deserialize<'de> for E164 {
     }
 }
 
+/// A party of a call as carriers report it: usually an E.164 number, but also a
+/// browser/app client (`client:alice`), a SIP URI, or a withheld caller id.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Address(String);
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("must be an E.164 number, client:<id>, sip:<uri> or anonymous")]
+pub struct InvalidAddress;
+
+impl Address {
+    pub fn parse(raw: &str) -> Result<Self, InvalidAddress> {
+        let raw = raw.trim();
+        let printable = raw.len() <= 256 && raw.chars().all(|c| !c.is_control());
+        let valid = E164::parse(raw).is_ok()
+            || (printable
+                && ["client:", "sip:"].iter().any(|p| raw.strip_prefix(p).is_some_and(|rest| !rest.trim().is_empty())))
+            || matches!(raw.to_ascii_lowercase().as_str(), "anonymous" | "restricted" | "unknown" | "private");
+        if valid { Ok(Self(raw.to_owned())) } else { Err(InvalidAddress) }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn e164(&self) -> Option<E164> {
+        E164::parse(&self.0).ok()
+    }
+}
+
+impl From<E164> for Address {
+    fn from(n: E164) -> Self {
+        Self(n.0)
+    }
+}
+
+/// Debug masks numbers like `E164` does.
+impl fmt::Debug for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.e164() {
+            Some(n) => write!(f, "Address({})", n.masked()),
+            None => write!(f, "Address({})", self.0.split(':').next().unwrap_or("?")),
+        }
+    }
+}
+
+impl Serialize for Address {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Address {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        Address::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,6 +131,17 @@ mod tests {
         for bad in ["", "+", "14155550100", "+0123456789", "+1415555010a", "+1234567", "+1234567890123456", "+1 415 555 0100", "++14155550100", "+١٢٣٤٥٦٧٨٩"] {
             assert_eq!(E164::parse(bad), Err(InvalidE164), "{bad}");
         }
+    }
+
+    #[test]
+    fn addresses_cover_what_carriers_send() {
+        for ok in ["+14155550100", "client:alice", "sip:agent@pbx.example.com", "anonymous", "Restricted"] {
+            assert!(Address::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "4155550100", "client:", "mailto:x@y", "sip:\u{0}"] {
+            assert_eq!(Address::parse(bad), Err(InvalidAddress), "{bad}");
+        }
+        assert_eq!(format!("{:?}", Address::parse("client:alice").unwrap()), "Address(client)");
     }
 
     #[test]

@@ -100,7 +100,8 @@ impl TestApp {
         let mut aws = AwsClients::new(&sdk, config.local);
         let counted = aws_sdk_dynamodb::config::Builder::from(&sdk).interceptor(store_requests.clone()).build();
         aws.dynamodb = aws_sdk_dynamodb::Client::from_conf(counted);
-        let ctx = Arc::new(AppContext::new(config, aws));
+        let twilio = shared::providers::twilio::client::TwilioClient::from_env().expect("Twilio client");
+        let ctx = Arc::new(AppContext::new(config, aws, twilio));
 
         let listener = switchboard_infra::gateway::bind("127.0.0.1:0".parse().unwrap()).await.expect("bind gateway");
         let addr = listener.local_addr().unwrap();

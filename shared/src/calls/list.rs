@@ -76,10 +76,10 @@ impl ListQuery {
             .transpose()?;
         let start = get("start_date").map(|raw| parse_date("start_date", raw, Bound::Start)).transpose()?;
         let end = get("end_date").map(|raw| parse_date("end_date", raw, Bound::End)).transpose()?;
-        if let (Some(start), Some(end)) = (start, end) {
-            if end < start {
-                return Err(ApiError::invalid("end_date", "end_date is before start_date"));
-            }
+        if let (Some(start), Some(end)) = (start, end)
+            && end < start
+        {
+            return Err(ApiError::invalid("end_date", "end_date is before start_date"));
         }
         let limit = match get("limit") {
             None => DEFAULT_LIMIT,

@@ -1,11 +1,12 @@
 //! Calls: the record every other feature hangs off, its timeline, and how CRMs read them.
 
+pub mod lifecycle;
 pub mod list;
 pub mod model;
 pub mod store;
 
 pub use list::ListQuery;
-pub use model::{AgentRef, Call, CallEvent, CallStatus, CallView, Consent, ConsentStatus, Direction, RecordingRef, RecordingStatus};
+pub use model::{AgentRef, Call, CallEvent, CallStatus, CallView, Consent, ConsentStatus, Direction, RecordingRef, RecordingStatus, RecordingView};
 pub use store::{CallStore, Position};
 
 use crate::{cursor::CursorSigner, edge::ApiError, tenants::TenantId};

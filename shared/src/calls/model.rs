@@ -3,7 +3,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{phone::E164, tenants::TenantId};
+use crate::{phone::Address, tenants::TenantId};
 
 /// A call's lifecycle, in Twilio's vocabulary (every provider adapter maps onto it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -139,9 +139,49 @@ pub enum RecordingStatus {
 pub struct RecordingRef {
     pub status: RecordingStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording_sid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_seconds: Option<u32>,
+    /// The provider's error code when the recording is `absent` or `failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_code: Option<String>,
+    /// Where the audio is in the recordings bucket; internal, never shown to CRMs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
+    #[serde(default, with = "ts::option", skip_serializing_if = "Option::is_none")]
+    pub stored_at: Option<DateTime<Utc>>,
+}
+
+impl RecordingRef {
+    pub fn with_status(status: RecordingStatus) -> Self {
+        Self {
+            status,
+            recording_sid: None,
+            duration_seconds: None,
+            error_code: None,
+            object_key: None,
+            content_type: None,
+            size_bytes: None,
+            stored_at: None,
+        }
+    }
+}
+
+/// A recording as CRMs see it: its state, never where it is stored.
+#[derive(Debug, Serialize)]
+pub struct RecordingView<'a> {
+    pub status: RecordingStatus,
+    pub recording_sid: Option<&'a str>,
+    pub duration_seconds: Option<u32>,
+    pub error_code: Option<&'a str>,
+    pub content_type: Option<&'a str>,
+    pub size_bytes: Option<u64>,
+    #[serde(with = "ts::option")]
+    pub stored_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -153,8 +193,8 @@ pub struct Call {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider_call_sid: Option<String>,
     pub direction: Direction,
-    pub from_number: E164,
-    pub to_number: E164,
+    pub from_number: Address,
+    pub to_number: Address,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caller_name: Option<String>,
     pub status: CallStatus,
@@ -189,15 +229,15 @@ pub struct CallView<'a> {
     pub provider_call_sid: Option<&'a str>,
     pub twilio_call_sid: Option<&'a str>,
     pub direction: Direction,
-    pub from_number: &'a E164,
-    pub to_number: &'a E164,
+    pub from_number: &'a Address,
+    pub to_number: &'a Address,
     pub caller_name: Option<&'a str>,
     pub status: CallStatus,
     pub duration_seconds: Option<u32>,
     /// Recordings are served only as audited, short-lived signed URLs from
     /// `api-calls-recording`; a list never embeds one.
     pub recording_url: Option<&'a str>,
-    pub recording: Option<&'a RecordingRef>,
+    pub recording: Option<RecordingView<'a>>,
     pub transcript: Option<&'a str>,
     #[serde(with = "ts")]
     pub started_at: DateTime<Utc>,
@@ -224,7 +264,15 @@ impl Call {
             status: self.status,
             duration_seconds: self.duration_seconds,
             recording_url: None,
-            recording: self.recording.as_ref(),
+            recording: self.recording.as_ref().map(|r| RecordingView {
+                status: r.status,
+                recording_sid: r.recording_sid.as_deref(),
+                duration_seconds: r.duration_seconds,
+                error_code: r.error_code.as_deref(),
+                content_type: r.content_type.as_deref(),
+                size_bytes: r.size_bytes,
+                stored_at: r.stored_at,
+            }),
             transcript: self.transcript.as_deref(),
             started_at: self.started_at,
             answered_at: self.answered_at,

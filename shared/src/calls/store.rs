@@ -8,13 +8,16 @@ use std::collections::HashMap;
 use anyhow::Context;
 use aws_sdk_dynamodb::{
     Client,
-    types::{AttributeValue, Put, PutRequest, TransactWriteItem, WriteRequest},
+    error::SdkError,
+    types::{AttributeValue, Put, PutRequest, TransactWriteItem, Update, WriteRequest},
 };
+use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
 use super::{
+    lifecycle::{Applied, StatusReport, event_id_for},
     list::{BY_AGENT, BY_DEPARTMENT, BY_DIRECTION, BY_STATUS, BY_TENANT, ListQuery, started_key_prefix},
-    model::{Call, CallEvent},
+    model::{Call, CallEvent, CallStatus},
 };
 use crate::tenants::TenantId;
 
@@ -73,6 +76,8 @@ impl CallStore {
         key("sk", CALL_SK.into());
         key(BY_TENANT.key, tenant.to_string());
         key(BY_STATUS.key, format!("{tenant}#{}", call.status.as_str()));
+        item.insert("status_rank".into(), AttributeValue::N(call.status.rank().to_string()));
+        let mut key = |name: &str, value: String| item.insert(name.into(), AttributeValue::S(value));
         key(BY_DIRECTION.key, format!("{tenant}#{}", call.direction.as_str()));
         if let Some(agent) = &call.agent {
             key(BY_AGENT.key, format!("{tenant}#{}", agent.id));
@@ -111,6 +116,103 @@ impl CallStore {
         Ok(())
     }
 
+    /// Applies a provider's status report: see `lifecycle`. One transaction, no read.
+    pub async fn apply_status(&self, report: &StatusReport) -> anyhow::Result<Applied> {
+        let tenant = &report.tenant_id;
+        let call_id = report.call_id();
+        let status = report.status;
+        let event = CallEvent {
+            id: event_id_for(&call_id, status),
+            call_id: call_id.clone(),
+            kind: "call.status_update".into(),
+            status: Some(status),
+            occurred_at: report.occurred_at,
+            source: report.provider.into(),
+            detail: report
+                .sequence
+                .map(|n| serde_json::Map::from_iter([("sequence_number".to_owned(), n.into())]))
+                .unwrap_or_default(),
+        };
+        let s = |v: &str| AttributeValue::S(v.to_owned());
+        let at = super::model::ts::format(&report.occurred_at);
+        let mut values: Item = HashMap::from([
+            (":status".into(), s(status.as_str())),
+            (":status_pk".into(), s(&format!("{tenant}#{}", status.as_str()))),
+            (":rank".into(), AttributeValue::N(status.rank().to_string())),
+            (":now".into(), s(&super::model::ts::format(&Utc::now()))),
+            (":id".into(), s(&call_id)),
+            (":tenant".into(), s(tenant.as_str())),
+            (":provider".into(), s(report.provider)),
+            (":sid".into(), s(&report.provider_call_sid)),
+            (":direction".into(), s(report.direction.as_str())),
+            (":direction_pk".into(), s(&format!("{tenant}#{}", report.direction.as_str()))),
+            (":from".into(), s(report.from.as_str())),
+            (":to".into(), s(report.to.as_str())),
+            (":at".into(), s(&at)),
+            (":started_key".into(), s(&format!("{}#{call_id}", started_key_prefix(&report.occurred_at)))),
+            (":empty".into(), AttributeValue::M(HashMap::new())),
+        ]);
+        let mut set = vec![
+            "#status = :status",
+            "status_pk = :status_pk",
+            "status_rank = :rank",
+            "updated_at = :now",
+            "id = if_not_exists(id, :id)",
+            "tenant_id = if_not_exists(tenant_id, :tenant)",
+            "tenant_pk = if_not_exists(tenant_pk, :tenant)",
+            "provider = if_not_exists(provider, :provider)",
+            "provider_call_sid = if_not_exists(provider_call_sid, :sid)",
+            "direction = if_not_exists(direction, :direction)",
+            "direction_pk = if_not_exists(direction_pk, :direction_pk)",
+            "from_number = if_not_exists(from_number, :from)",
+            "to_number = if_not_exists(to_number, :to)",
+            "started_at = if_not_exists(started_at, :at)",
+            "started_key = if_not_exists(started_key, :started_key)",
+            "metadata = if_not_exists(metadata, :empty)",
+        ];
+        if let Some(name) = &report.caller_name {
+            values.insert(":caller_name".into(), s(name));
+            set.push("caller_name = if_not_exists(caller_name, :caller_name)");
+        }
+        if status == CallStatus::InProgress {
+            set.push("answered_at = :at");
+        }
+        if status.is_terminal() {
+            set.push("ended_at = :at");
+            if let Some(duration) = report.duration_seconds {
+                values.insert(":duration".into(), AttributeValue::N(duration.to_string()));
+                set.push("duration_seconds = :duration");
+            }
+        }
+        let pk = call_pk(tenant, &call_id);
+        let update = Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(&pk))
+            .key("sk", s(CALL_SK))
+            .update_expression(format!("SET {}", set.join(", ")))
+            .condition_expression("attribute_not_exists(pk) OR status_rank < :rank")
+            .expression_attribute_names("#status", "status")
+            .set_expression_attribute_values(Some(values))
+            .build()?;
+        let put_event = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(Self::event_item(tenant, &event)?))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()?;
+        let result = self
+            .db
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().update(update).build())
+            .transact_items(TransactWriteItem::builder().put(put_event).build())
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Applied::Changed { call_id, event_id: event.id }),
+            Err(SdkError::ServiceError(e)) if conditions_failed(e.err()) => Ok(Applied::Unchanged { call_id }),
+            Err(e) => Err(anyhow::Error::from(e).context("applying call status")),
+        }
+    }
+
     /// Bulk import (demo data, migrations): batches of 25, unprocessed items retried.
     pub async fn insert_many(&self, calls: &[(Call, Vec<CallEvent>)]) -> anyhow::Result<()> {
         let mut requests = Vec::new();
@@ -144,6 +246,69 @@ impl CallStore {
             anyhow::ensure!(pending.is_empty(), "batch write left {} items unprocessed", pending.len());
         }
         Ok(())
+    }
+
+    /// Just the call item (no timeline): one GetItem.
+    pub async fn get(&self, tenant: &TenantId, call_id: &str) -> anyhow::Result<Option<Call>> {
+        let out = self
+            .db
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(call_pk(tenant, call_id)))
+            .key("sk", AttributeValue::S(CALL_SK.into()))
+            .send()
+            .await
+            .context("reading call")?;
+        out.item.map(serde_dynamo::from_item).transpose().context("decoding call")
+    }
+
+    /// Records where a call's recording stands. `available` is written once per
+    /// recording (a retried fetch changes nothing) and appends `event` with it; no other
+    /// state ever replaces an available recording. Returns false if nothing changed.
+    pub async fn set_recording(
+        &self,
+        tenant: &TenantId,
+        call_id: &str,
+        recording: &super::model::RecordingRef,
+        event: Option<&CallEvent>,
+    ) -> anyhow::Result<bool> {
+        use super::model::RecordingStatus;
+        let available = recording.status == RecordingStatus::Available;
+        let condition = if available {
+            "attribute_exists(pk) AND NOT (recording.#st = :available AND recording.recording_sid = :sid)"
+        } else {
+            "attribute_exists(pk) AND (attribute_not_exists(recording) OR recording.#st <> :available)"
+        };
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(call_pk(tenant, call_id)))
+            .key("sk", AttributeValue::S(CALL_SK.into()))
+            .update_expression("SET recording = :r")
+            .condition_expression(condition)
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":r", AttributeValue::M(serde_dynamo::to_item(recording)?))
+            .expression_attribute_values(":available", AttributeValue::S("available".into()));
+        if available {
+            let sid = recording.recording_sid.clone().unwrap_or_default();
+            update = update.expression_attribute_values(":sid", AttributeValue::S(sid));
+        }
+        let mut tx = self.db.transact_write_items().transact_items(TransactWriteItem::builder().update(update.build()?).build());
+        if let Some(event) = event {
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(Self::event_item(tenant, event)?))
+                .condition_expression("attribute_not_exists(pk)")
+                .build()?;
+            tx = tx.transact_items(TransactWriteItem::builder().put(put).build());
+        }
+        match tx.send().await {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(e)) if conditions_failed(e.err()) => {
+                anyhow::ensure!(self.get(tenant, call_id).await?.is_some(), "call {call_id} does not exist");
+                Ok(false)
+            }
+            Err(e) => Err(anyhow::Error::from(e).context("recording the recording")),
+        }
     }
 
     /// A call and its whole timeline in order, or `None` if this tenant has no such call.
@@ -277,6 +442,18 @@ impl CallStore {
             ("started_key".into(), AttributeValue::S(p.started_key)),
         ])
     }
+}
+
+/// A transaction cancelled only by failed conditions (not throttling or conflicts).
+fn conditions_failed(err: &aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError) -> bool {
+    let aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(e) = err
+    else {
+        return false;
+    };
+    let reasons = e.cancellation_reasons();
+    !reasons.is_empty()
+        && reasons.iter().any(|r| r.code() == Some("ConditionalCheckFailed"))
+        && reasons.iter().all(|r| matches!(r.code(), Some("ConditionalCheckFailed" | "None") | None))
 }
 
 fn position_of(key: &Item) -> Option<Position> {

@@ -2,6 +2,8 @@
 //! is keyed by it, and another tenant's ids answer 404.
 
 pub mod keys;
+pub mod providers;
+pub mod settings;
 
 use std::fmt;
 
