@@ -4,3 +4,6 @@ mod auth;
 mod calls_details;
 mod calls_list;
 mod fixtures;
+mod providers;
+mod recordings;
+mod twilio_lifecycle;

@@ -7,20 +7,112 @@ pass their condition (measured: 301 admissions against a limit of 300). Rate lim
 agent reservation and idempotency all rely on that atomicity, so every DynamoDB request
 is serialized here. SQS and S3 requests are not held by the lock, so a long-polling
 consumer never stalls the store.
+
+Serialized, a transaction no longer needs moto's rollback by deep copy of every table it
+touches (O(table size) per TransactWriteItems, which made a few thousand items crawl):
+it checks every condition first, then applies, snapshotting only the items it writes.
 """
 
 import argparse
+import copy
 import os
 import signal
 import sys
 import threading
 
 from werkzeug.serving import run_simple
+from moto.dynamodb.comparisons import get_filter_expression
+from moto.dynamodb.exceptions import (
+    ConditionalCheckFailed,
+    MultipleTransactionsException,
+    TooManyTransactionsException,
+    TransactionCanceledException,
+    TransactWriteSingleOpException,
+)
+from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
     MotoRequestHandler,
     create_backend_app,
 )
+
+OPERATIONS = {"ConditionCheck", "Put", "Delete", "Update"}
+
+
+def transact_write_items(self, transact_items):
+    """DynamoDB's all-or-nothing TransactWriteItems, relying on the request lock."""
+    if len(transact_items) > 100:
+        raise TooManyTransactionsException()
+    seen, errors, plan = set(), [], []
+    for entry in transact_items:
+        if len(entry) > 1:
+            raise TransactWriteSingleOpException
+        op_type, op = next(iter(entry.items()))
+        if op_type not in OPERATIONS:
+            raise ValueError("Unsupported transaction operation")
+        table = self.get_table(op["TableName"])
+        if op_type == "Put":
+            key = {table.hash_key_attr: op["Item"][table.hash_key_attr]}
+            if table.range_key_attr is not None:
+                key[table.range_key_attr] = op["Item"][table.range_key_attr]
+        else:
+            key = op["Key"]
+        identity = (op["TableName"], str(dict(sorted(key.items()))))
+        if identity in seen:
+            raise MultipleTransactionsException()
+        seen.add(identity)
+        original = None
+        try:
+            current = self.get_item(op["TableName"], key)
+            condition = op.get("ConditionExpression")
+            if condition is not None:
+                expression = get_filter_expression(
+                    condition, op.get("ExpressionAttributeNames"), op.get("ExpressionAttributeValues")
+                )
+                if not expression.expr(current):
+                    if op.get("ReturnValuesOnConditionCheckFailure") == "ALL_OLD" and current:
+                        original = current.to_json()["Attributes"]
+                    raise ConditionalCheckFailed(item=original)
+            errors.append((None, None, None))
+        except ConditionalCheckFailed as e:
+            errors.append(("ConditionalCheckFailed", str(e.message), original))
+        plan.append((op_type, op, table, key))
+    if any(code is not None for code, _, _ in errors):
+        raise TransactionCanceledException(errors)
+
+    snapshot = []
+    for _, op, table, key in plan:
+        hash_key = DynamoType(key[table.hash_key_attr])
+        range_key = DynamoType(key[table.range_key_attr]) if table.range_key_attr else None
+        old = table.get_item(hash_key, range_key)
+        snapshot.append((table, hash_key, range_key, copy.deepcopy(old) if old else None))
+    try:
+        for op_type, op, _, key in plan:
+            common = dict(
+                condition_expression=op.get("ConditionExpression"),
+                expression_attribute_names=op.get("ExpressionAttributeNames"),
+                expression_attribute_values=op.get("ExpressionAttributeValues"),
+            )
+            if op_type == "Put":
+                self.put_item(op["TableName"], op["Item"], **common)
+            elif op_type == "Delete":
+                self.delete_item(op["TableName"], key, **common)
+            elif op_type == "Update":
+                self.update_item(op["TableName"], key, update_expression=op["UpdateExpression"], **common)
+    except Exception:
+        # Only reachable through an invalid expression: put back what was touched.
+        for table, hash_key, range_key, old in reversed(snapshot):
+            if range_key is None:
+                table.items.pop(hash_key, None) if old is None else table.items.__setitem__(hash_key, old)
+            elif old is None:
+                table.items[hash_key].pop(range_key, None)
+            else:
+                table.items[hash_key][range_key] = old
+        raise
+
+
+DynamoDBBackend.transact_write_items = transact_write_items
 
 
 class SerializedDynamoDB:

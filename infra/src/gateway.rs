@@ -18,12 +18,21 @@ pub const PREFIX: &str = "/functions/v1/";
 const MAX_BODY: usize = 6 * 1024 * 1024;
 
 /// Every function the gateway mounts, by its public name.
-pub const FUNCTIONS: &[&str] = &[api_calls_list::NAME, api_calls_details::NAME];
+pub const FUNCTIONS: &[&str] = &[
+    api_calls_list::NAME,
+    api_calls_details::NAME,
+    api_calls_recording::NAME,
+    api_providers_manage::NAME,
+    webhook_twilio::NAME,
+];
 
 async fn dispatch(ctx: &AppContext, name: &str, req: Request) -> Response<Body> {
     match name {
         api_calls_list::NAME => api_calls_list::handler(ctx, req).await,
         api_calls_details::NAME => api_calls_details::handler(ctx, req).await,
+        api_calls_recording::NAME => api_calls_recording::handler(ctx, req).await,
+        api_providers_manage::NAME => api_providers_manage::handler(ctx, req).await,
+        webhook_twilio::NAME => webhook_twilio::handler(ctx, req).await,
         _ => {
             let name = name.to_owned();
             edge::serve("gateway", req, |_| async move {

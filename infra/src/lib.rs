@@ -4,4 +4,6 @@
 pub mod demo;
 pub mod gateway;
 pub mod migrate;
+pub mod simulate;
+pub mod workers;
 pub mod twilio_fake;

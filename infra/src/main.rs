@@ -12,7 +12,9 @@ use shared::{
     AppContext,
     tenants::{DEFAULT_RATE_LIMIT_PER_HOUR, Scope, TenantId},
 };
-use switchboard_infra::{demo, gateway, migrate};
+use switchboard_infra::{demo, gateway, migrate, workers};
+
+mod simulator;
 
 #[derive(Parser)]
 #[command(name = "switchboard", about = "Operate Switchboard: tenants, API keys, migrations, demo data, the local gateway")]
@@ -43,10 +45,68 @@ enum Command {
         #[command(subcommand)]
         command: DemoCommand,
     },
-    /// Serve every function locally at http://ADDR/functions/v1/<name>.
+    /// A tenant's telephony provider accounts.
+    Provider {
+        #[command(subcommand)]
+        command: ProviderCommand,
+    },
+    /// Play realistic, signed provider traffic into the local gateway.
+    Simulate {
+        #[command(subcommand)]
+        command: SimulateCommand,
+    },
+    /// Serve every function locally at http://ADDR/functions/v1/<name>, with the
+    /// background workers (recording fetcher) polling their queues.
     Gateway {
         #[arg(long, default_value = "127.0.0.1:54321")]
         addr: SocketAddr,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProviderCommand {
+    /// Set the tenant's Twilio account (the token is read from TWILIO_AUTH_TOKEN, never an argument).
+    SetTwilio {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        account_sid: String,
+        #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true)]
+        auth_token: String,
+        /// Comma-separated E.164 numbers of this account.
+        #[arg(long, value_delimiter = ',')]
+        numbers: Vec<String>,
+    },
+    /// List the tenant's provider accounts (never credentials).
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum SimulateCommand {
+    /// Inbound Twilio calls: voice → ringing → in-progress → completed → recording, signed
+    /// like Twilio, with a local fake of Twilio's media endpoint serving the recording.
+    Call {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, default_value_t = 1)]
+        calls: usize,
+        /// The dialled number (a department's number routes the call).
+        #[arg(long, default_value = "+14155550100")]
+        to: String,
+        /// Deliver every callback after `voice` twice.
+        #[arg(long)]
+        duplicates: bool,
+        /// Deliver the callbacks after `voice` in random order.
+        #[arg(long)]
+        shuffle: bool,
+        #[arg(long, default_value = "http://127.0.0.1:54321/functions/v1")]
+        gateway: String,
+        /// Where the Twilio fake listens (the gateway's TWILIO_API_BASE_URL).
+        #[arg(long, default_value = "127.0.0.1:54324")]
+        twilio_addr: SocketAddr,
     },
 }
 
@@ -175,6 +235,19 @@ async fn main() -> anyhow::Result<()> {
             let agents: Vec<_> = demo::AGENTS.iter().map(|(id, name, _)| json!({"id": id, "full_name": name})).collect();
             print(json!({ "tenant_id": tenant, "calls_written": batch.len(), "agents": agents, "departments": demo::DEPARTMENTS }));
         }
+        Command::Provider { command: ProviderCommand::SetTwilio { tenant, account_sid, auth_token, numbers } } => {
+            let tenant = tenant_id(&tenant)?;
+            let account = simulator::set_twilio(&ctx, &tenant, &account_sid, &auth_token, &numbers).await?;
+            print(json!({ "provider": account }));
+        }
+        Command::Provider { command: ProviderCommand::List { tenant } } => {
+            print(json!({ "providers": ctx.providers.list(&tenant_id(&tenant)?).await? }));
+        }
+        Command::Simulate { command: SimulateCommand::Call { tenant, calls, to, duplicates, shuffle, gateway, twilio_addr } } => {
+            let options = simulator::Options { calls, to, duplicates, shuffle, gateway, twilio_addr };
+            let report = simulator::run(&ctx, &tenant_id(&tenant)?, &options).await?;
+            print(report);
+        }
         Command::Gateway { addr } => {
             shared::telemetry::init();
             let listener = gateway::bind(addr).await.with_context(|| format!("binding {addr}"))?;
@@ -182,10 +255,13 @@ async fn main() -> anyhow::Result<()> {
             for name in gateway::FUNCTIONS {
                 eprintln!("  http://{addr}{}{name}", gateway::PREFIX);
             }
+            let ctx = Arc::new(ctx);
+            let worker = tokio::spawn(workers::recording_fetcher(ctx.clone(), workers::Polling::default()));
             tokio::select! {
-                result = gateway::serve(listener, Arc::new(ctx)) => result?,
+                result = gateway::serve(listener, ctx) => result?,
                 _ = tokio::signal::ctrl_c() => eprintln!("gateway stopped"),
             }
+            worker.abort();
         }
     }
     Ok(())

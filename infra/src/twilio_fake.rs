@@ -97,6 +97,11 @@ impl TwilioFake {
         format!("http://{}", self.addr)
     }
 
+    /// Accepts another account's credentials from now on.
+    pub fn add_account(&self, account_sid: &str, auth_token: &str) {
+        self.lock().accounts.insert(account_sid.to_owned(), auth_token.to_owned());
+    }
+
     /// Makes `/Recordings/{recording_sid}` (any extension) serve `media` to its account.
     pub fn add_recording(&self, account_sid: &str, recording_sid: &str, content_type: &str, media: impl Into<Bytes>) {
         let content_type = HeaderValue::from_str(content_type).expect("content type is a valid header value");

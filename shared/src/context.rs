@@ -10,6 +10,7 @@ use crate::{
     providers::twilio::client::TwilioClient,
     calls::CallStore,
     config::Config,
+    departments::DepartmentStore,
     cursor::CursorSigner,
     edge::{self, ApiError},
     tenants::{AuthError, KeyStore, Principal, RateWindow, Scope, TenantStore, providers::ProviderStore, settings::SettingsStore},
@@ -23,6 +24,7 @@ pub struct AppContext {
     pub keys: KeyStore,
     pub calls: CallStore,
     pub providers: ProviderStore,
+    pub departments: DepartmentStore,
     pub settings: SettingsStore,
     pub audit: AuditLog,
     pub twilio: TwilioClient,
@@ -40,6 +42,7 @@ impl AppContext {
     pub fn new(config: Config, aws: AwsClients, twilio: TwilioClient) -> Self {
         Self {
             providers: ProviderStore::new(aws.dynamodb.clone(), &config.tenants_table),
+            departments: DepartmentStore::new(aws.dynamodb.clone(), &config.tenants_table),
             settings: SettingsStore::new(aws.dynamodb.clone(), &config.tenants_table),
             audit: AuditLog::new(aws.dynamodb.clone(), &config.tenants_table),
             twilio,

@@ -10,6 +10,7 @@ pub mod calls;
 pub mod config;
 pub mod context;
 pub mod cursor;
+pub mod departments;
 pub mod edge;
 pub mod phone;
 pub mod providers;

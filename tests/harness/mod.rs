@@ -16,6 +16,7 @@ use aws_sdk_dynamodb::{
     error::BoxError,
 };
 use serde_json::Value;
+use switchboard_infra::{simulate::Caller, twilio_fake::TwilioFake, workers::Polling};
 use shared::{
     AppContext,
     aws::AwsClients,
@@ -57,13 +58,23 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub ctx: Arc<AppContext>,
     pub store_requests: StoreRequests,
+    /// Twilio's REST API, faked on loopback: the app's Twilio client points at it.
+    pub twilio: TwilioFake,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
+    worker: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.server.abort();
+        self.worker.abort();
     }
+}
+
+/// A tenant's Twilio account as the simulator needs it.
+pub struct TwilioAccount {
+    pub account_sid: String,
+    pub auth_token: String,
 }
 
 #[derive(Debug, Clone)]
@@ -91,6 +102,16 @@ impl Reply {
 
 impl TestApp {
     pub async fn spawn() -> TestApp {
+        Self::spawn_with(None).await
+    }
+
+    /// An app whose DynamoDB client talks to `endpoint` instead (e.g. a dead port, to
+    /// see how the edge answers while the store is down).
+    pub async fn spawn_with_dynamodb(endpoint: &str) -> TestApp {
+        Self::spawn_with(Some(endpoint)).await
+    }
+
+    async fn spawn_with(dynamodb_endpoint: Option<&str>) -> TestApp {
         shared::telemetry::init_for_tests();
         let config = Config::from_env().unwrap_or_else(|e| {
             panic!("{e}: black-box tests run against the local stack; use ./infra/test (it starts the stack and sources its env)")
@@ -98,16 +119,68 @@ impl TestApp {
         let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         let store_requests = StoreRequests::default();
         let mut aws = AwsClients::new(&sdk, config.local);
-        let counted = aws_sdk_dynamodb::config::Builder::from(&sdk).interceptor(store_requests.clone()).build();
+        let mut counted = aws_sdk_dynamodb::config::Builder::from(&sdk).interceptor(store_requests.clone());
+        if let Some(endpoint) = dynamodb_endpoint {
+            counted = counted.endpoint_url(endpoint);
+        }
+        let counted = counted.build();
         aws.dynamodb = aws_sdk_dynamodb::Client::from_conf(counted);
-        let twilio = shared::providers::twilio::client::TwilioClient::from_env().expect("Twilio client");
-        let ctx = Arc::new(AppContext::new(config, aws, twilio));
+        let twilio = TwilioFake::start(Vec::<(String, String)>::new()).await.expect("start Twilio fake");
+        let client = shared::providers::twilio::client::TwilioClient::new(&twilio.base_url()).expect("Twilio client");
 
         let listener = switchboard_infra::gateway::bind("127.0.0.1:0".parse().unwrap()).await.expect("bind gateway");
         let addr = listener.local_addr().unwrap();
+        let base_url = format!("http://{addr}/functions/v1");
+        let mut config = config;
+        config.public_base_url = Some(base_url.clone());
+        // Each app gets its own fetch queue: its worker must only see its own jobs
+        // (another test's recordings live in another Twilio fake).
+        let queue = aws
+            .sqs
+            .create_queue()
+            .queue_name(format!("test-recording-fetch-{}", uuid::Uuid::new_v4().simple()))
+            .send()
+            .await
+            .expect("create test queue");
+        config.recording_fetch_queue_url = queue.queue_url;
+        let ctx = Arc::new(AppContext::new(config, aws, client));
         let server = tokio::spawn(switchboard_infra::gateway::serve(listener, ctx.clone()));
+        let polling = Polling { batch: 5, retry_after: Duration::from_secs(1) };
+        let worker = tokio::spawn(switchboard_infra::workers::recording_fetcher(ctx.clone(), polling));
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-        TestApp { base_url: format!("http://{addr}/functions/v1"), http, ctx, store_requests, server }
+        TestApp { base_url, http, ctx, store_requests, twilio, server, worker }
+    }
+
+    /// Configures a Twilio account for `tenant` (stored as the API would) and teaches
+    /// the Twilio fake its credentials.
+    pub async fn twilio_account(&self, tenant: &TenantId) -> TwilioAccount {
+        use shared::tenants::providers::{ProviderAccount, ProviderKind};
+        let account_sid = switchboard_infra::twilio_fake::sid("AC");
+        let auth_token = format!("{:032x}", rand::random::<u128>());
+        let now = chrono::Utc::now();
+        let account = ProviderAccount {
+            provider_id: uuid::Uuid::new_v4().to_string(),
+            kind: ProviderKind::Twilio,
+            account_sid: account_sid.clone(),
+            phone_numbers: vec![shared::phone::E164::parse("+14155550100").unwrap()],
+            priority: 1,
+            active: true,
+            created_at: now,
+            updated_at: now,
+            credentials_set_at: now,
+        };
+        self.ctx.providers.put(tenant, &account, &auth_token.clone().into(), None).await.expect("store provider");
+        self.twilio.add_account(&account_sid, &auth_token);
+        TwilioAccount { account_sid, auth_token }
+    }
+
+    /// Plays Twilio callbacks into this app's `webhook-twilio`, signed with `account`'s token.
+    pub fn caller(&self, account: &TwilioAccount) -> Caller {
+        Caller {
+            http: self.http.clone(),
+            webhook_base: format!("{}/webhook-twilio", self.base_url),
+            auth_token: account.auth_token.clone(),
+        }
     }
 
     /// A new tenant with a key holding every scope at the default rate limit.

@@ -248,6 +248,41 @@ impl CallStore {
         Ok(())
     }
 
+    /// Files an existing call under its department and/or agent (and their indexes).
+    pub async fn assign(
+        &self,
+        tenant: &TenantId,
+        call_id: &str,
+        department: Option<&str>,
+        agent: Option<&super::model::AgentRef>,
+    ) -> anyhow::Result<()> {
+        let mut set = Vec::new();
+        let mut update = self
+            .db
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(call_pk(tenant, call_id)))
+            .key("sk", AttributeValue::S(CALL_SK.into()))
+            .condition_expression("attribute_exists(pk)");
+        if let Some(department) = department {
+            set.push("department = :dept, department_pk = :dept_pk");
+            update = update
+                .expression_attribute_values(":dept", AttributeValue::S(department.to_owned()))
+                .expression_attribute_values(":dept_pk", AttributeValue::S(format!("{tenant}#{department}")));
+        }
+        if let Some(agent) = agent {
+            set.push("agent = :agent, agent_pk = :agent_pk");
+            update = update
+                .expression_attribute_values(":agent", AttributeValue::M(serde_dynamo::to_item(agent)?))
+                .expression_attribute_values(":agent_pk", AttributeValue::S(format!("{tenant}#{}", agent.id)));
+        }
+        if set.is_empty() {
+            return Ok(());
+        }
+        update.update_expression(format!("SET {}", set.join(", "))).send().await.context("assigning call")?;
+        Ok(())
+    }
+
     /// Just the call item (no timeline): one GetItem.
     pub async fn get(&self, tenant: &TenantId, call_id: &str) -> anyhow::Result<Option<Call>> {
         let out = self

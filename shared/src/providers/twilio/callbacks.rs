@@ -7,12 +7,14 @@ use chrono::Utc;
 use secrecy::ExposeSecret;
 
 use super::{
-    client::{RecordingFormat, TwilioCredentials, TwilioError},
+    client::{CallInstructions, CallUpdate, RecordingFormat, TwilioCredentials, TwilioError},
+    twiml::Response,
     webhook::{self, Verified},
 };
 use crate::{
     AppContext,
-    calls::{CallEvent, RecordingRef, RecordingStatus, lifecycle::{Applied, call_id_for}},
+    calls::{AgentRef, CallEvent, RecordingRef, RecordingStatus, lifecycle::{Applied, call_id_for}},
+    departments::{WaitDecision, WebhookUrls, route_inbound, wait_twiml},
     edge::ApiError,
     recordings::{self, FetchJob},
 };
@@ -21,6 +23,98 @@ use crate::{
 pub async fn on_status(ctx: &AppContext, webhook: &Verified) -> Result<Applied, ApiError> {
     let report = webhook::status_report(webhook)?;
     Ok(ctx.calls.apply_status(&report).await?)
+}
+
+/// The absolute URLs of our webhook endpoints, as Twilio must call them back.
+fn urls(webhook_base: &str) -> WebhookUrls {
+    let at = |subpath: &str| format!("{webhook_base}/{subpath}");
+    WebhookUrls {
+        status: at("status"),
+        recording: at("recording"),
+        conference: at("conference"),
+        wait: at("wait"),
+        voicemail_done: at("voicemail-done"),
+    }
+}
+
+fn credentials(webhook: &Verified) -> TwilioCredentials {
+    TwilioCredentials {
+        account_sid: webhook.account.account_sid.clone(),
+        auth_token: webhook.account.auth_token.expose_secret().to_owned().into(),
+    }
+}
+
+/// `voice`: an inbound call. Records it (ringing), files it under the department that
+/// owns the dialled number, and answers the TwiML of the routing decision; when an agent
+/// is to be rung, places that leg (once, even if Twilio retries this request).
+pub async fn on_voice(ctx: &AppContext, webhook: &Verified, webhook_base: &str) -> Result<String, ApiError> {
+    let report = webhook::status_report(webhook)?;
+    let call_id = report.call_id();
+    let first_time = matches!(ctx.calls.apply_status(&report).await?, Applied::Changed { .. });
+    let department = match report.to.e164() {
+        Some(number) => ctx.departments.by_number(&report.tenant_id, &number).await?,
+        None => None,
+    };
+    if let Some(department) = &department {
+        ctx.calls.assign(&report.tenant_id, &call_id, Some(&department.name), None).await?;
+    }
+    let urls = urls(webhook_base);
+    let route = route_inbound(department.as_ref(), &call_id, Utc::now(), &urls);
+    if let (Some(mut leg), true, Some(department)) = (route.agent_leg, first_time, department.as_ref()) {
+        let agent_id = department.default_agent.as_ref().map_or("", |a| a.id.as_str());
+        leg.status_callback = format!("{webhook_base}/agent-status?call_id={call_id}&queue_id={}&agent_id={agent_id}", department.queue_id);
+        // The caller already waits with music; a failed agent leg ends in max-wait handling.
+        if let Err(e) = ctx.twilio.create_call(&credentials(webhook), &leg.create_call()).await {
+            tracing::warn!(error = %e, call_id = %call_id, "placing the agent leg failed");
+        }
+    }
+    Ok(route.twiml)
+}
+
+/// `agent-status`: the agent leg's progress. Once the agent answers, the customer's call
+/// carries that agent (the CRM sees who took it); the leg itself is not a CRM call.
+pub async fn on_agent_status(ctx: &AppContext, webhook: &Verified) -> Result<(), ApiError> {
+    let (Some(call_id), Some(queue_id)) = (webhook.param("call_id"), webhook.param("queue_id")) else {
+        return Err(ApiError::BadRequest("agent-status needs call_id and queue_id".into()));
+    };
+    if webhook.param("CallStatus") != Some("in-progress") {
+        return Ok(());
+    }
+    let tenant = &webhook.account.tenant_id;
+    let Some(department) = ctx.departments.get(tenant, queue_id).await? else { return Ok(()) };
+    if let Some(agent) = department.default_agent.filter(|a| Some(a.id.as_str()) == webhook.param("agent_id")) {
+        let agent = AgentRef { id: agent.id, full_name: agent.full_name, email: agent.email };
+        ctx.calls.assign(tenant, call_id, None, Some(&agent)).await?;
+    }
+    Ok(())
+}
+
+/// `wait`: the conference hold loop. Keeps the caller on hold music until the
+/// department's max wait; then moves the call to the after-hours action (a wait URL
+/// cannot do that itself, so the call is redirected over Twilio's REST API).
+pub async fn on_wait(ctx: &AppContext, webhook: &Verified, webhook_base: &str) -> Result<String, ApiError> {
+    let queue_id = webhook.param("queue_id").ok_or_else(|| ApiError::invalid("queue_id", "queue_id is required"))?;
+    let since: i64 = webhook
+        .param("since")
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| ApiError::invalid("since", "since must be epoch seconds"))?;
+    let tenant = &webhook.account.tenant_id;
+    let department = ctx
+        .departments
+        .get(tenant, queue_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no department {queue_id}")))?;
+    match wait_twiml(&department, since, Utc::now(), &urls(webhook_base)) {
+        WaitDecision::Hold(twiml) => Ok(twiml),
+        WaitDecision::Expired(after_hours) => {
+            let call_sid = webhook.param("CallSid").ok_or_else(|| ApiError::invalid("CallSid", "CallSid is required"))?;
+            ctx.twilio
+                .update_call(&credentials(webhook), call_sid, &CallUpdate::Redirect(CallInstructions::Twiml(after_hours)))
+                .await
+                .context("moving the caller to the after-hours action")?;
+            Ok(Response::new().to_xml())
+        }
+    }
 }
 
 /// `recording`: `completed` schedules the fetch into S3; `absent`/`failed` are recorded
@@ -76,10 +170,7 @@ pub async fn fetch_recording(ctx: &AppContext, job: &FetchJob) -> anyhow::Result
         .credentials(&job.tenant_id, &job.account_sid)
         .await?
         .with_context(|| format!("tenant has no provider account {}", job.account_sid))?;
-    let creds = TwilioCredentials {
-        account_sid: account.account_sid.clone(),
-        auth_token: account.auth_token.expose_secret().to_owned().into(),
-    };
+    let creds = TwilioCredentials { account_sid: account.account_sid, auth_token: account.auth_token };
     let media = match ctx.twilio.fetch_recording(&creds, &job.recording_sid, RecordingFormat::Wav).await {
         Ok(media) => media,
         Err(TwilioError::Api { status: 404, code, .. }) => {

@@ -36,27 +36,32 @@ impl Verified {
     }
 }
 
-/// The URL Twilio called, byte for byte: the public base (or `https://` + Host behind a
-/// Function URL) + the raw path and raw query as received. Never re-encoded.
-pub fn public_url(req: &Request, public_base: Option<&str>) -> Result<String, ApiError> {
-    let path_and_query = req.uri().path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
-    let base = match public_base {
-        Some(base) => base.trim_end_matches('/').to_owned(),
+/// Where this function is reached from outside: `<PUBLIC_BASE_URL>/<function>` when
+/// configured (the local gateway, a custom domain), else `https://<Host>` (a Function URL).
+pub fn public_base(req: &Request, configured: Option<&str>, function: &str) -> Result<String, ApiError> {
+    match configured {
+        Some(base) => Ok(format!("{}/{function}", base.trim_end_matches('/'))),
         None => {
             let host = req
                 .headers()
                 .get(http::header::HOST)
                 .and_then(|h| h.to_str().ok())
                 .ok_or_else(|| ApiError::BadRequest("missing Host header".into()))?;
-            format!("https://{host}")
+            Ok(format!("https://{host}"))
         }
-    };
-    Ok(format!("{base}{path_and_query}"))
+    }
+}
+
+/// The URL Twilio called, byte for byte: the public base + the raw path and raw query
+/// as received. Never re-encoded.
+pub fn public_url(req: &Request, public_base: &str) -> String {
+    let path_and_query = req.uri().path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
+    format!("{public_base}{path_and_query}")
 }
 
 /// Authenticates a Twilio webhook. 400 without a signature, 403 when it does not verify
 /// (including for an account no tenant has configured).
-pub async fn verify(providers: &ProviderStore, req: &Request, public_base: Option<&str>) -> Result<Verified, ApiError> {
+pub async fn verify(providers: &ProviderStore, req: &Request, public_base: &str) -> Result<Verified, ApiError> {
     let signature = req
         .headers()
         .get("x-twilio-signature")
@@ -64,7 +69,7 @@ pub async fn verify(providers: &ProviderStore, req: &Request, public_base: Optio
         .filter(|v| !v.is_empty())
         .ok_or_else(|| ApiError::BadRequest("missing X-Twilio-Signature header".into()))?
         .to_owned();
-    let url = public_url(req, public_base)?;
+    let url = public_url(req, public_base);
     let body = req.body().as_ref();
     let content_type = req.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let is_form = content_type.is_none_or(|ct| ct.starts_with("application/x-www-form-urlencoded"));
