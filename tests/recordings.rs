@@ -97,7 +97,7 @@ async fn an_expired_signed_url_is_rejected_by_the_s3_server() {
     let bucket = app.ctx.config.recordings_bucket.clone().unwrap();
     // Same signer, a three-second lifetime (signatures are stamped to the second), so
     // expiry is observable in a test.
-    let (url, _) = shared::recordings::presign_get(&app.ctx.aws.s3, &bucket, &key, Duration::from_secs(3)).await.unwrap();
+    let (url, _) = shared::recordings::presign_get(app.ctx.aws.s3(), &bucket, &key, Duration::from_secs(3)).await.unwrap();
     let plain = reqwest::Client::new();
     assert_eq!(plain.get(&url).send().await.unwrap().status(), 200);
     tokio::time::sleep(Duration::from_millis(4100)).await;

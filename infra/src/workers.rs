@@ -40,7 +40,7 @@ pub async fn recording_fetcher(ctx: Arc<AppContext>, polling: Polling) {
         tracing::warn!("RECORDING_FETCH_QUEUE_URL is not set: recording fetcher not started");
         return;
     };
-    let sqs = ctx.aws.sqs.clone();
+    let sqs = ctx.aws.sqs().clone();
     loop {
         let received = sqs
             .receive_message()

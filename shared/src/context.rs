@@ -27,7 +27,7 @@ pub struct AppContext {
     pub departments: DepartmentStore,
     pub settings: SettingsStore,
     pub audit: AuditLog,
-    pub twilio: TwilioClient,
+    twilio: std::sync::OnceLock<TwilioClient>,
     pub cursors: CursorSigner,
 }
 
@@ -36,16 +36,19 @@ impl AppContext {
     pub async fn from_env() -> anyhow::Result<Self> {
         let config = Config::from_env()?;
         let aws = AwsClients::from_env(config.local).await;
-        Ok(Self::new(config, aws, TwilioClient::from_env()?))
+        Ok(Self::new(config, aws, None))
     }
 
-    pub fn new(config: Config, aws: AwsClients, twilio: TwilioClient) -> Self {
+    /// `twilio`: a ready client (tests point one at a local fake), or `None` to build one
+    /// from the environment on first use (its TLS setup costs ~3 ms that only
+    /// Twilio-facing functions should pay).
+    pub fn new(config: Config, aws: AwsClients, twilio: Option<TwilioClient>) -> Self {
         Self {
             providers: ProviderStore::new(aws.dynamodb.clone(), &config.tenants_table),
             departments: DepartmentStore::new(aws.dynamodb.clone(), &config.tenants_table),
             settings: SettingsStore::new(aws.dynamodb.clone(), &config.tenants_table),
             audit: AuditLog::new(aws.dynamodb.clone(), &config.tenants_table),
-            twilio,
+            twilio: twilio.map(std::sync::OnceLock::from).unwrap_or_default(),
             tenants: TenantStore::new(aws.dynamodb.clone(), &config.tenants_table),
             keys: KeyStore::new(aws.dynamodb.clone(), &config.tenants_table),
             calls: CallStore::new(aws.dynamodb.clone(), &config.calls_table),
@@ -53,6 +56,14 @@ impl AppContext {
             config,
             aws,
         }
+    }
+
+    pub fn twilio(&self) -> anyhow::Result<&TwilioClient> {
+        if let Some(client) = self.twilio.get() {
+            return Ok(client);
+        }
+        let client = TwilioClient::from_env()?;
+        Ok(self.twilio.get_or_init(|| client))
     }
 
     /// Checks `x-api-key`, counts the request against the key's hourly limit, and

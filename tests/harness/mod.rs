@@ -136,14 +136,14 @@ impl TestApp {
         // Each app gets its own fetch queue: its worker must only see its own jobs
         // (another test's recordings live in another Twilio fake).
         let queue = aws
-            .sqs
+            .sqs()
             .create_queue()
             .queue_name(format!("test-recording-fetch-{}", uuid::Uuid::new_v4().simple()))
             .send()
             .await
             .expect("create test queue");
         config.recording_fetch_queue_url = queue.queue_url;
-        let ctx = Arc::new(AppContext::new(config, aws, client));
+        let ctx = Arc::new(AppContext::new(config, aws, Some(client)));
         let server = tokio::spawn(switchboard_infra::gateway::serve(listener, ctx.clone()));
         let polling = Polling { batch: 5, retry_after: Duration::from_secs(1) };
         let worker = tokio::spawn(switchboard_infra::workers::recording_fetcher(ctx.clone(), polling));

@@ -40,7 +40,7 @@ pub async fn handler(ctx: &AppContext, req: Request) -> Response<Body> {
         let expires_at = entry.at + chrono::Duration::from_std(recordings::URL_TTL).expect("an hour fits");
         entry.detail.insert("expires_at".into(), calls::model::ts::format(&expires_at).into());
         ctx.audit.record(&entry).await?;
-        let (recording_url, expires_at) = recordings::presign_get(&ctx.aws.s3, bucket, key, recordings::URL_TTL).await?;
+        let (recording_url, expires_at) = recordings::presign_get(ctx.aws.s3(), bucket, key, recordings::URL_TTL).await?;
         edge::ok(&RecordingResponse { recording_url, expires_at: calls::model::ts::format(&expires_at), call_id })
     })
     .await

@@ -64,7 +64,7 @@ pub async fn on_voice(ctx: &AppContext, webhook: &Verified, webhook_base: &str) 
         let agent_id = department.default_agent.as_ref().map_or("", |a| a.id.as_str());
         leg.status_callback = format!("{webhook_base}/agent-status?call_id={call_id}&queue_id={}&agent_id={agent_id}", department.queue_id);
         // The caller already waits with music; a failed agent leg ends in max-wait handling.
-        if let Err(e) = ctx.twilio.create_call(&credentials(webhook), &leg.create_call()).await {
+        if let Err(e) = ctx.twilio()?.create_call(&credentials(webhook), &leg.create_call()).await {
             tracing::warn!(error = %e, call_id = %call_id, "placing the agent leg failed");
         }
     }
@@ -108,7 +108,7 @@ pub async fn on_wait(ctx: &AppContext, webhook: &Verified, webhook_base: &str) -
         WaitDecision::Hold(twiml) => Ok(twiml),
         WaitDecision::Expired(after_hours) => {
             let call_sid = webhook.param("CallSid").ok_or_else(|| ApiError::invalid("CallSid", "CallSid is required"))?;
-            ctx.twilio
+            ctx.twilio()?
                 .update_call(&credentials(webhook), call_sid, &CallUpdate::Redirect(CallInstructions::Twiml(after_hours)))
                 .await
                 .context("moving the caller to the after-hours action")?;
@@ -140,7 +140,7 @@ pub async fn on_recording(ctx: &AppContext, webhook: &Verified) -> Result<(), Ap
             };
             // If this fails Twilio gets a 5xx and retries the callback: nothing is lost.
             ctx.aws
-                .sqs
+                .sqs()
                 .send_message()
                 .queue_url(queue)
                 .message_body(serde_json::to_string(&job).context("encoding fetch job")?)
@@ -171,7 +171,7 @@ pub async fn fetch_recording(ctx: &AppContext, job: &FetchJob) -> anyhow::Result
         .await?
         .with_context(|| format!("tenant has no provider account {}", job.account_sid))?;
     let creds = TwilioCredentials { account_sid: account.account_sid, auth_token: account.auth_token };
-    let media = match ctx.twilio.fetch_recording(&creds, &job.recording_sid, RecordingFormat::Wav).await {
+    let media = match ctx.twilio()?.fetch_recording(&creds, &job.recording_sid, RecordingFormat::Wav).await {
         Ok(media) => media,
         Err(TwilioError::Api { status: 404, code, .. }) => {
             let mut failed = RecordingRef::with_status(RecordingStatus::Failed);
@@ -184,7 +184,7 @@ pub async fn fetch_recording(ctx: &AppContext, job: &FetchJob) -> anyhow::Result
     };
     let key = recordings::object_key(&job.tenant_id, &job.call_id, &job.recording_sid, "wav");
     let content_type = media.content_type.clone();
-    let size = recordings::upload(&ctx.aws.s3, bucket, &key, &content_type, Box::pin(media.into_stream())).await?;
+    let size = recordings::upload(ctx.aws.s3(), bucket, &key, &content_type, Box::pin(media.into_stream())).await?;
 
     let stored_at = Utc::now();
     let mut recording = RecordingRef::with_status(RecordingStatus::Available);
