@@ -125,6 +125,21 @@ pub fn call(tenant: &TenantId, started_at: DateTime<Utc>, rng: &mut impl Rng) ->
     (call, events)
 }
 
+/// The demo's "sales" department: owns the demo line, always open, rings Maya.
+pub fn department(tenant: &TenantId, now: DateTime<Utc>) -> anyhow::Result<shared::departments::Department> {
+    let input: shared::departments::DepartmentInput = serde_json::from_value(serde_json::json!({
+        "name": "sales",
+        "display_name": "Sales Team",
+        "phone_number": COMPANY_LINES[0],
+        "routing_strategy": "round-robin",
+        "timezone": "America/New_York",
+        "max_wait_time": 300,
+        "after_hours_action": "voicemail",
+        "default_agent": { "id": AGENTS[0].0, "full_name": AGENTS[0].1, "email": AGENTS[0].2, "client_identity": "maya" }
+    }))?;
+    input.validate().and_then(|changes| changes.create(tenant.clone(), now)).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
 /// `count` calls spread over the last 30 days, newest within the last hour.
 pub fn calls(tenant: &TenantId, count: usize, now: DateTime<Utc>) -> Vec<(Call, Vec<CallEvent>)> {
     let mut rng = rand::rng();

@@ -232,8 +232,18 @@ async fn main() -> anyhow::Result<()> {
             ctx.tenants.get(&tenant).await?.with_context(|| format!("no tenant {tenant}"))?;
             let batch = demo::calls(&tenant, calls, chrono::Utc::now());
             ctx.calls.insert_many(&batch).await?;
+            let department = demo::department(&tenant, chrono::Utc::now())?;
+            if ctx.departments.by_number(&tenant, &department.phone_number).await?.is_none() {
+                ctx.departments.put(&department, None).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            }
             let agents: Vec<_> = demo::AGENTS.iter().map(|(id, name, _)| json!({"id": id, "full_name": name})).collect();
-            print(json!({ "tenant_id": tenant, "calls_written": batch.len(), "agents": agents, "departments": demo::DEPARTMENTS }));
+            print(json!({
+                "tenant_id": tenant,
+                "calls_written": batch.len(),
+                "agents": agents,
+                "departments": demo::DEPARTMENTS,
+                "inbound_line": { "number": department.phone_number, "department": department.name }
+            }));
         }
         Command::Provider { command: ProviderCommand::SetTwilio { tenant, account_sid, auth_token, numbers } } => {
             let tenant = tenant_id(&tenant)?;

@@ -307,8 +307,10 @@ pub mod ts {
     use super::*;
     use serde::{Deserializer, Serializer};
 
+    /// Millisecond precision at most: what the store's sort keys keep.
     pub fn format(t: &DateTime<Utc>) -> String {
-        t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+        use chrono::SubsecRound;
+        t.trunc_subsecs(3).to_rfc3339_opts(SecondsFormat::AutoSi, true)
     }
 
     pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {

@@ -142,11 +142,7 @@ fn key_pk(key_id: &str) -> String {
 const KEY_SK: &str = "KEY";
 
 fn hash_secret(secret: &str) -> String {
-    hex(&Sha256::digest(secret.as_bytes()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
 /// Splits `sbk_<id>_<secret>` without allocating; anything else is not a key.
@@ -160,7 +156,7 @@ fn parse_key(raw: &str) -> Option<(&str, &str)> {
 fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     rand::rng().fill_bytes(&mut buf);
-    hex(&buf)
+    hex::encode(&buf)
 }
 
 /// API keys in the tenants table: `APIKEY#<id>`/`KEY` holds the hash and the window;

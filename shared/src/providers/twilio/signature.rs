@@ -44,7 +44,7 @@ pub fn compute<K: AsRef<str>, V: AsRef<str>>(auth_token: &str, url: &str, params
 
 /// Lower-case hex SHA-256 of a raw body: the `bodySHA256` value Twilio adds to the URL.
 pub fn body_hash(body: &[u8]) -> String {
-    Sha256::digest(body).iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(Sha256::digest(body))
 }
 
 /// Checks a webhook's `X-Twilio-Signature` against the public `url` Twilio called and
