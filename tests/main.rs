@@ -7,3 +7,4 @@ mod fixtures;
 mod providers;
 mod recordings;
 mod twilio_lifecycle;
+mod twilio_voice;

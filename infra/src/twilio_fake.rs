@@ -97,6 +97,20 @@ impl TwilioFake {
         format!("http://{}", self.addr)
     }
 
+    /// Registers a live inbound call (as if Twilio had received it), so the REST API
+    /// can act on it: redirect it, hang it up.
+    pub fn add_inbound_call(&self, account_sid: &str, call_sid: &str, from: &str, to: &str) {
+        let now = now();
+        let call = json!({
+            "sid": call_sid, "account_sid": account_sid, "date_created": now, "date_updated": now,
+            "from": from, "to": to, "status": "in-progress", "direction": "inbound",
+            "start_time": now, "end_time": null, "duration": null, "parent_call_sid": null,
+            "api_version": "2010-04-01",
+            "uri": format!("{API_PREFIX}{account_sid}/Calls/{call_sid}.json"),
+        });
+        self.lock().calls.insert(call_sid.to_owned(), call);
+    }
+
     /// Accepts another account's credentials from now on.
     pub fn add_account(&self, account_sid: &str, auth_token: &str) {
         self.lock().accounts.insert(account_sid.to_owned(), auth_token.to_owned());

@@ -265,14 +265,17 @@ impl CallStore {
             .key("sk", AttributeValue::S(CALL_SK.into()))
             .condition_expression("attribute_exists(pk)");
         if let Some(department) = department {
-            set.push("department = :dept, department_pk = :dept_pk");
+            set.push("#department = :dept, department_pk = :dept_pk");
             update = update
+                .expression_attribute_names("#department", "department")
                 .expression_attribute_values(":dept", AttributeValue::S(department.to_owned()))
                 .expression_attribute_values(":dept_pk", AttributeValue::S(format!("{tenant}#{department}")));
         }
         if let Some(agent) = agent {
-            set.push("agent = :agent, agent_pk = :agent_pk");
+            // AGENT is a DynamoDB reserved word.
+            set.push("#agent = :agent, agent_pk = :agent_pk");
             update = update
+                .expression_attribute_names("#agent", "agent")
                 .expression_attribute_values(":agent", AttributeValue::M(serde_dynamo::to_item(agent)?))
                 .expression_attribute_values(":agent_pk", AttributeValue::S(format!("{tenant}#{}", agent.id)));
         }
