@@ -4,10 +4,18 @@
 //! by `aws-config` itself, so setting them points every client at the local stack.
 //! S3 and SQS clients are built on first use: most functions never touch them, and a
 //! cold start should only pay for what the function uses.
+//!
+//! The SDK's HTTPS client trusts only the Amazon Trust Services roots, which every AWS
+//! endpoint chains to: the SDK talks to nothing else, and loading the system store
+//! instead (a directory of ~300 files, ~140 certificates parsed) cost 3 ms of each
+//! cold start.
 
 use std::sync::OnceLock;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig, environment::EnvironmentVariableCredentialsProvider};
+use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
+
+const AWS_ROOTS: &[u8] = include_bytes!("../certs/aws-roots.pem");
 
 #[derive(Debug, Clone)]
 pub struct AwsClients {
@@ -24,7 +32,13 @@ impl AwsClients {
     /// building the rest of the chains (profiles, SSO, IMDS: ~3 ms of every cold start).
     pub async fn from_env(local: bool) -> Self {
         let region = std::env::var("AWS_REGION").or_else(|_| std::env::var("AWS_DEFAULT_REGION")).ok();
-        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        let trust = TrustStore::empty().with_native_roots(false).with_pem_certificate(AWS_ROOTS);
+        let tls = TlsContext::builder().with_trust_store(trust).build().expect("the bundled AWS roots are valid PEM");
+        let https = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
+            .tls_context(tls)
+            .build_https();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(https);
         if let (Some(region), true) = (region, std::env::var_os("AWS_ACCESS_KEY_ID").is_some()) {
             loader = loader.region(Region::new(region)).credentials_provider(EnvironmentVariableCredentialsProvider::new());
         }
