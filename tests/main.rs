@@ -4,6 +4,7 @@ mod auth;
 mod calls_details;
 mod calls_list;
 mod fixtures;
+mod outbox;
 mod providers;
 mod recordings;
 mod twilio_lifecycle;

@@ -50,6 +50,11 @@ enum Command {
         #[command(subcommand)]
         command: ProviderCommand,
     },
+    /// The tenant's audit log (recording URLs issued, supervisor actions), newest first.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Play realistic, signed provider traffic into the local gateway.
     Simulate {
         #[command(subcommand)]
@@ -81,6 +86,20 @@ enum ProviderCommand {
     List {
         #[arg(long)]
         tenant: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// List entries: who (key id), what, when, which call.
+    List {
+        #[arg(long)]
+        tenant: String,
+        /// Only entries about this call.
+        #[arg(long)]
+        call: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i32,
     },
 }
 
@@ -253,6 +272,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Provider { command: ProviderCommand::List { tenant } } => {
             print(json!({ "providers": ctx.providers.list(&tenant_id(&tenant)?).await? }));
         }
+        Command::Audit { command: AuditCommand::List { tenant, call, limit } } => {
+            let entries = ctx.audit.recent(&tenant_id(&tenant)?, call.as_deref(), limit.clamp(1, 1000)).await?;
+            print(json!({ "entries": entries }));
+        }
         Command::Simulate { command: SimulateCommand::Call { tenant, calls, to, duplicates, shuffle, gateway, twilio_addr } } => {
             let options = simulator::Options { calls, to, duplicates, shuffle, gateway, twilio_addr };
             let report = simulator::run(&ctx, &tenant_id(&tenant)?, &options).await?;
@@ -266,12 +289,14 @@ async fn main() -> anyhow::Result<()> {
                 eprintln!("  http://{addr}{}{name}", gateway::PREFIX);
             }
             let ctx = Arc::new(ctx);
-            let worker = tokio::spawn(workers::recording_fetcher(ctx.clone(), workers::Polling::default()));
+            let fetcher = tokio::spawn(workers::recording_fetcher(ctx.clone(), workers::Polling::default()));
+            let outbox = tokio::spawn(workers::outbox(ctx.clone(), "gateway".into(), workers::Start::Oldest));
             tokio::select! {
                 result = gateway::serve(listener, ctx) => result?,
                 _ = tokio::signal::ctrl_c() => eprintln!("gateway stopped"),
             }
-            worker.abort();
+            fetcher.abort();
+            outbox.abort();
         }
     }
     Ok(())

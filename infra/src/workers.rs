@@ -82,3 +82,128 @@ pub async fn recording_fetcher(ctx: Arc<AppContext>, polling: Polling) {
         }
     }
 }
+
+/// Where a consumer without a checkpoint starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// The oldest record the stream holds (AWS's TRIM_HORIZON, as in template.yaml).
+    Oldest,
+    /// After what the stream holds now (a test's own consumer ignores older traffic).
+    Now,
+}
+
+/// Stands in for the DynamoDB Streams event source mapping of `crm-fanout`: reads the
+/// calls table's stream from where `consumer` last stopped (its checkpoint lives in
+/// the tenants table, so a restart resumes instead of skipping), hands each batch to
+/// the handler, and advances only past what it enqueued.
+pub async fn outbox(ctx: Arc<AppContext>, consumer: String, start: Start) {
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let streams = aws_sdk_dynamodbstreams::Client::new(&sdk);
+    loop {
+        if let Err(e) = outbox_pass(&ctx, &streams, &consumer, start).await {
+            tracing::warn!(error = format!("{e:#}"), "outbox poller");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// One pass over every shard: all records available now.
+async fn outbox_pass(
+    ctx: &AppContext,
+    streams: &aws_sdk_dynamodbstreams::Client,
+    consumer: &str,
+    start: Start,
+) -> anyhow::Result<()> {
+    use aws_sdk_dynamodbstreams::types::ShardIteratorType;
+    let table = ctx.aws.dynamodb.describe_table().table_name(&ctx.config.calls_table).send().await?;
+    let Some(arn) = table.table.and_then(|t| t.latest_stream_arn) else { anyhow::bail!("the calls table has no stream") };
+    let shards = streams.describe_stream().stream_arn(&arn).send().await?.stream_description.and_then(|d| d.shards).unwrap_or_default();
+    for shard in shards {
+        let Some(shard_id) = shard.shard_id else { continue };
+        let checkpoint = checkpoint(ctx, consumer, &shard_id).await?;
+        let skipping = checkpoint.is_none() && start == Start::Now;
+        let mut iterator = match checkpoint.as_deref().filter(|c| *c != FROM_OLDEST) {
+            Some(seq) => streams.get_shard_iterator().stream_arn(&arn).shard_id(&shard_id).shard_iterator_type(ShardIteratorType::AfterSequenceNumber).sequence_number(seq),
+            None => streams.get_shard_iterator().stream_arn(&arn).shard_id(&shard_id).shard_iterator_type(ShardIteratorType::TrimHorizon),
+        }
+        .send()
+        .await?
+        .shard_iterator;
+        while let Some(current) = iterator.take() {
+            let out = streams.get_records().shard_iterator(current).limit(100).send().await?;
+            let records = out.records.unwrap_or_default();
+            if records.is_empty() {
+                if skipping {
+                    // An empty stream: "now" is its start.
+                    save_checkpoint(ctx, consumer, &shard_id, FROM_OLDEST).await?;
+                }
+                break;
+            }
+            let last = records.last().and_then(|r| r.dynamodb.as_ref()).and_then(|d| d.sequence_number.clone());
+            if skipping {
+                if let Some(seq) = last {
+                    save_checkpoint(ctx, consumer, &shard_id, &seq).await?;
+                }
+                iterator = out.next_shard_iterator;
+                continue;
+            }
+            let mut event = aws_lambda_events::dynamodb::Event::default();
+            event.records = records.into_iter().map(lambda_record).collect();
+            let response = crm_fanout::handler(ctx, event).await;
+            if let Some(failed) = response.batch_item_failures.first() {
+                // Resume at the failed record next pass: everything before it is enqueued.
+                anyhow::bail!("fan-out failed at sequence {:?}", failed.item_identifier);
+            }
+            if let Some(seq) = last {
+                save_checkpoint(ctx, consumer, &shard_id, &seq).await?;
+            }
+            iterator = out.next_shard_iterator;
+        }
+    }
+    Ok(())
+}
+
+/// A checkpoint meaning "read from the oldest record" (set when `Start::Now` met an
+/// empty stream, whose "now" is its beginning).
+const FROM_OLDEST: &str = "oldest";
+
+fn lambda_record(record: aws_sdk_dynamodbstreams::types::Record) -> aws_lambda_events::dynamodb::EventRecord {
+    let mut event = aws_lambda_events::dynamodb::EventRecord::default();
+    event.event_name = record.event_name.map(|n| n.as_str().to_owned()).unwrap_or_default();
+    event.event_id = record.event_id.unwrap_or_default();
+    if let Some(change) = record.dynamodb {
+        event.change.sequence_number = change.sequence_number;
+        event.change.keys = change.keys.unwrap_or_default().into();
+        event.change.new_image = change.new_image.unwrap_or_default().into();
+        event.change.old_image = change.old_image.unwrap_or_default().into();
+    }
+    event
+}
+
+fn checkpoint_key(consumer: &str, shard_id: &str) -> std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue> {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    std::collections::HashMap::from([
+        ("pk".to_owned(), AttributeValue::S(format!("OUTBOX#{consumer}"))),
+        ("sk".to_owned(), AttributeValue::S(shard_id.to_owned())),
+    ])
+}
+
+async fn checkpoint(ctx: &AppContext, consumer: &str, shard_id: &str) -> anyhow::Result<Option<String>> {
+    let out = ctx
+        .aws
+        .dynamodb
+        .get_item()
+        .table_name(&ctx.config.tenants_table)
+        .set_key(Some(checkpoint_key(consumer, shard_id)))
+        .consistent_read(true)
+        .send()
+        .await?;
+    Ok(out.item.and_then(|i| i.get("sequence_number").and_then(|v| v.as_s().ok()).cloned()))
+}
+
+async fn save_checkpoint(ctx: &AppContext, consumer: &str, shard_id: &str, sequence: &str) -> anyhow::Result<()> {
+    let mut item = checkpoint_key(consumer, shard_id);
+    item.insert("sequence_number".into(), aws_sdk_dynamodb::types::AttributeValue::S(sequence.to_owned()));
+    ctx.aws.dynamodb.put_item().table_name(&ctx.config.tenants_table).set_item(Some(item)).send().await?;
+    Ok(())
+}

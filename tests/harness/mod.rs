@@ -143,6 +143,14 @@ impl TestApp {
             .await
             .expect("create test queue");
         config.recording_fetch_queue_url = queue.queue_url;
+        let crm_queue = aws
+            .sqs()
+            .create_queue()
+            .queue_name(format!("test-crm-delivery-{}", uuid::Uuid::new_v4().simple()))
+            .send()
+            .await
+            .expect("create test queue");
+        config.crm_delivery_queue_url = crm_queue.queue_url;
         let ctx = Arc::new(AppContext::new(config, aws, Some(client)));
         let server = tokio::spawn(switchboard_infra::gateway::serve(listener, ctx.clone()));
         let polling = Polling { batch: 5, retry_after: Duration::from_secs(1) };
