@@ -1,6 +1,7 @@
 //! Black-box tests against the real local stack, by feature. Run with `./infra/test`.
 
 mod auth;
+mod call_settings;
 mod calls_details;
 mod calls_list;
 mod fixtures;
