@@ -4,6 +4,7 @@ mod auth;
 mod call_settings;
 mod calls_details;
 mod calls_list;
+mod crm_delivery;
 mod fixtures;
 mod outbox;
 mod providers;

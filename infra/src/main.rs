@@ -61,7 +61,7 @@ enum Command {
         command: SimulateCommand,
     },
     /// Serve every function locally at http://ADDR/functions/v1/<name>, with the
-    /// background workers (recording fetcher) polling their queues.
+    /// background workers (recording fetcher, CRM dispatcher) polling their queues.
     Gateway {
         #[arg(long, default_value = "127.0.0.1:54321")]
         addr: SocketAddr,
@@ -291,12 +291,14 @@ async fn main() -> anyhow::Result<()> {
             let ctx = Arc::new(ctx);
             let fetcher = tokio::spawn(workers::recording_fetcher(ctx.clone(), workers::Polling::default()));
             let outbox = tokio::spawn(workers::outbox(ctx.clone(), "gateway".into(), workers::Start::Oldest));
+            let dispatcher = tokio::spawn(workers::crm_dispatcher(ctx.clone(), workers::Polling::CRM));
             tokio::select! {
                 result = gateway::serve(listener, ctx) => result?,
                 _ = tokio::signal::ctrl_c() => eprintln!("gateway stopped"),
             }
             fetcher.abort();
             outbox.abort();
+            dispatcher.abort();
         }
     }
     Ok(())

@@ -4,7 +4,7 @@
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
-use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
 use shared::AppContext;
 
@@ -14,6 +14,12 @@ use shared::AppContext;
 pub struct Polling {
     pub batch: i32,
     pub retry_after: Duration,
+}
+
+impl Polling {
+    /// The CRM queue: a whole Lambda batch, and invisible longer than the 15 s a slow
+    /// CRM may take, so a delivery in flight is not received (and POSTed) again.
+    pub const CRM: Polling = Polling { batch: 10, retry_after: Duration::from_secs(30) };
 }
 
 impl Default for Polling {
@@ -40,11 +46,36 @@ pub async fn recording_fetcher(ctx: Arc<AppContext>, polling: Polling) {
         tracing::warn!("RECORDING_FETCH_QUEUE_URL is not set: recording fetcher not started");
         return;
     };
+    consume(&ctx, &queue, "recording-fetch", polling, |event| recording_fetcher::handler(&ctx, event)).await
+}
+
+/// Feeds the CRM delivery queue to `crm-dispatcher` until the task is dropped (poll it
+/// with [`Polling::CRM`]).
+pub async fn crm_dispatcher(ctx: Arc<AppContext>, polling: Polling) {
+    let Some(queue) = ctx.config.crm_delivery_queue_url.clone() else {
+        tracing::warn!("CRM_DELIVERY_QUEUE_URL is not set: CRM dispatcher not started");
+        return;
+    };
+    let http = match shared::deliveries::dispatch::http_client() {
+        Ok(http) => http,
+        Err(e) => return tracing::error!(error = %e, "building the CRM HTTP client: CRM dispatcher not started"),
+    };
+    consume(&ctx, &queue, "crm-delivery", polling, |event| crm_dispatcher::handler(&ctx, &http, event)).await
+}
+
+/// The event source mapping itself: receive a batch, run `handler`, delete what it did
+/// not report as failed.
+async fn consume<F, Fut>(ctx: &AppContext, queue: &str, name: &str, polling: Polling, handler: F)
+where
+    F: Fn(SqsEvent) -> Fut,
+    Fut: std::future::Future<Output = SqsBatchResponse>,
+{
     let sqs = ctx.aws.sqs().clone();
+    let arn = format!("arn:aws:sqs:local:000000000000:{name}");
     loop {
         let received = sqs
             .receive_message()
-            .queue_url(&queue)
+            .queue_url(queue)
             .max_number_of_messages(polling.batch)
             .wait_time_seconds(1)
             .visibility_timeout(polling.retry_after.as_secs().max(1) as i32)
@@ -54,7 +85,7 @@ pub async fn recording_fetcher(ctx: Arc<AppContext>, polling: Polling) {
         let messages = match received {
             Ok(out) => out.messages.unwrap_or_default(),
             Err(e) => {
-                tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "polling recording jobs");
+                tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), queue = name, "polling");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
@@ -67,8 +98,8 @@ pub async fn recording_fetcher(ctx: Arc<AppContext>, polling: Polling) {
             .filter_map(|m| Some((m.message_id.clone()?, m.receipt_handle.clone()?)))
             .collect();
         let mut event = SqsEvent::default();
-        event.records = messages.into_iter().map(|m| record(m, "arn:aws:sqs:local:000000000000:recording-fetch")).collect();
-        let response = recording_fetcher::handler(&ctx, event).await;
+        event.records = messages.into_iter().map(|m| record(m, &arn)).collect();
+        let response = handler(event).await;
         let failed: HashSet<String> = response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect();
         let done: Vec<DeleteMessageBatchRequestEntry> = handles
             .into_iter()
@@ -76,9 +107,9 @@ pub async fn recording_fetcher(ctx: Arc<AppContext>, polling: Polling) {
             .filter_map(|(id, handle)| DeleteMessageBatchRequestEntry::builder().id(id).receipt_handle(handle).build().ok())
             .collect();
         if !done.is_empty()
-            && let Err(e) = sqs.delete_message_batch().queue_url(&queue).set_entries(Some(done)).send().await
+            && let Err(e) = sqs.delete_message_batch().queue_url(queue).set_entries(Some(done)).send().await
         {
-            tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "deleting finished recording jobs");
+            tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), queue = name, "deleting finished messages");
         }
     }
 }

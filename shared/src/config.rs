@@ -21,11 +21,16 @@ pub struct Config {
     pub calls_table: String,
     pub recordings_bucket: Option<String>,
     pub crm_delivery_queue_url: Option<String>,
+    /// Where a CRM delivery goes after its last attempt failed.
+    pub crm_delivery_dlq_url: Option<String>,
     pub recording_fetch_queue_url: Option<String>,
     /// Where provider webhooks reach us, as the provider signs it (`…/functions/v1` locally).
     /// Unset behind a Function URL: the public URL is then `https://<Host>/<path>`.
     pub public_base_url: Option<String>,
     pub cursor_signing_key: SecretString,
+    /// Multiplies the CRM retry schedule (`DELIVERY_DELAY_SCALE`, default 1), so the
+    /// local stack's tests run hours of backoff in seconds through the same hops.
+    pub delivery_delay_scale: f64,
     /// Running against the local stack (S3 needs path-style addressing there).
     pub local: bool,
 }
@@ -48,14 +53,22 @@ impl Config {
                 reason: "must be at least 32 characters".into(),
             });
         }
+        let delivery_delay_scale = match get("DELIVERY_DELAY_SCALE").filter(|v| !v.trim().is_empty()) {
+            None => 1.0,
+            Some(raw) => raw.trim().parse::<f64>().ok().filter(|f| f.is_finite() && *f > 0.0).ok_or_else(|| {
+                ConfigError::Invalid { name: "DELIVERY_DELAY_SCALE", reason: "must be a positive number".into() }
+            })?,
+        };
         Ok(Self {
             tenants_table: required("TENANTS_TABLE")?,
             calls_table: required("CALLS_TABLE")?,
             recordings_bucket: get("RECORDINGS_BUCKET").filter(|v| !v.is_empty()),
             crm_delivery_queue_url: get("CRM_DELIVERY_QUEUE_URL").filter(|v| !v.is_empty()),
+            crm_delivery_dlq_url: get("CRM_DELIVERY_DLQ_URL").filter(|v| !v.is_empty()),
             recording_fetch_queue_url: get("RECORDING_FETCH_QUEUE_URL").filter(|v| !v.is_empty()),
             public_base_url: get("PUBLIC_BASE_URL").filter(|v| !v.is_empty()),
             cursor_signing_key: SecretString::from(cursor_signing_key),
+            delivery_delay_scale,
             local: matches!(get("SWITCHBOARD_LOCAL").as_deref(), Some("1" | "true")),
         })
     }
@@ -95,6 +108,18 @@ mod tests {
         let printed = format!("{config:?}");
         assert!(!printed.contains(KEY), "{printed}");
         assert!(printed.contains("REDACTED"));
+    }
+
+    #[test]
+    fn delivery_delay_scale_defaults_to_one_and_must_be_positive() {
+        let base = [("CURSOR_SIGNING_KEY", KEY), ("TENANTS_TABLE", "t"), ("CALLS_TABLE", "c")];
+        assert_eq!(Config::from_lookup(env(&base)).unwrap().delivery_delay_scale, 1.0);
+        let scaled = Config::from_lookup(env(&[base.as_slice(), &[("DELIVERY_DELAY_SCALE", "0.001")]].concat())).unwrap();
+        assert_eq!(scaled.delivery_delay_scale, 0.001);
+        for bad in ["0", "-1", "fast", "NaN"] {
+            let err = Config::from_lookup(env(&[base.as_slice(), &[("DELIVERY_DELAY_SCALE", bad)]].concat())).unwrap_err();
+            assert!(err.to_string().contains("DELIVERY_DELAY_SCALE"), "{bad}");
+        }
     }
 
     #[test]

@@ -26,6 +26,10 @@ pub struct DeliveryJob {
     /// Delivery attempts made so far.
     #[serde(default)]
     pub attempt: u32,
+    /// Not to be attempted before this: SQS delays a message 15 minutes at most, so a
+    /// longer backoff is a chain of hops, each re-sent until this time has come.
+    #[serde(default, with = "ts::option", skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<DateTime<Utc>>,
 }
 
 /// The fields of a committed event item that a job needs (its stream image).
@@ -55,6 +59,7 @@ where
         kind: image.kind,
         occurred_at: image.occurred_at,
         attempt: 0,
+        not_before: None,
     })
 }
 

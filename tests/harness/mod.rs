@@ -61,13 +61,13 @@ pub struct TestApp {
     /// Twilio's REST API, faked on loopback: the app's Twilio client points at it.
     pub twilio: TwilioFake,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
-    worker: tokio::task::JoinHandle<()>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.server.abort();
-        self.worker.abort();
+        self.workers.iter().for_each(|w| w.abort());
     }
 }
 
@@ -102,16 +102,23 @@ impl Reply {
 
 impl TestApp {
     pub async fn spawn() -> TestApp {
-        Self::spawn_with(None).await
+        Self::spawn_with(None, None).await
+    }
+
+    /// An app whose CRM queue is consumed by `crm-dispatcher`, its retry schedule
+    /// multiplied by `delay_scale` (`DELIVERY_DELAY_SCALE`). Other apps leave the queue
+    /// alone, so a test can read the jobs the outbox puts there.
+    pub async fn spawn_with_crm_dispatcher(delay_scale: f64) -> TestApp {
+        Self::spawn_with(None, Some(delay_scale)).await
     }
 
     /// An app whose DynamoDB client talks to `endpoint` instead (e.g. a dead port, to
     /// see how the edge answers while the store is down).
     pub async fn spawn_with_dynamodb(endpoint: &str) -> TestApp {
-        Self::spawn_with(Some(endpoint)).await
+        Self::spawn_with(Some(endpoint), None).await
     }
 
-    async fn spawn_with(dynamodb_endpoint: Option<&str>) -> TestApp {
+    async fn spawn_with(dynamodb_endpoint: Option<&str>, crm_delay_scale: Option<f64>) -> TestApp {
         shared::telemetry::init_for_tests();
         let config = Config::from_env().unwrap_or_else(|e| {
             panic!("{e}: black-box tests run against the local stack; use ./infra/test (it starts the stack and sources its env)")
@@ -151,12 +158,24 @@ impl TestApp {
             .await
             .expect("create test queue");
         config.crm_delivery_queue_url = crm_queue.queue_url;
+        let crm_dlq = aws
+            .sqs()
+            .create_queue()
+            .queue_name(format!("test-crm-delivery-dlq-{}", uuid::Uuid::new_v4().simple()))
+            .send()
+            .await
+            .expect("create test queue");
+        config.crm_delivery_dlq_url = crm_dlq.queue_url;
+        config.delivery_delay_scale = crm_delay_scale.unwrap_or(config.delivery_delay_scale);
         let ctx = Arc::new(AppContext::new(config, aws, Some(client)));
         let server = tokio::spawn(switchboard_infra::gateway::serve(listener, ctx.clone()));
         let polling = Polling { batch: 5, retry_after: Duration::from_secs(1) };
-        let worker = tokio::spawn(switchboard_infra::workers::recording_fetcher(ctx.clone(), polling));
+        let mut workers = vec![tokio::spawn(switchboard_infra::workers::recording_fetcher(ctx.clone(), polling))];
+        if crm_delay_scale.is_some() {
+            workers.push(tokio::spawn(switchboard_infra::workers::crm_dispatcher(ctx.clone(), Polling::CRM)));
+        }
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-        TestApp { base_url, http, ctx, store_requests, twilio, server, worker }
+        TestApp { base_url, http, ctx, store_requests, twilio, server, workers }
     }
 
     /// Configures a Twilio account for `tenant` (stored as the API would) and teaches

@@ -11,7 +11,7 @@ use aws_sdk_dynamodb::{
     error::SdkError,
     types::{AttributeValue, Put, PutRequest, TransactWriteItem, Update, WriteRequest},
 };
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -38,7 +38,11 @@ fn call_pk(tenant: &TenantId, call_id: &str) -> String {
 }
 
 fn event_sk(event: &CallEvent) -> String {
-    format!("E#{}#{}", started_key_prefix(&event.occurred_at), event.id)
+    event_key(&event.occurred_at, &event.id)
+}
+
+fn event_key(occurred_at: &DateTime<Utc>, event_id: &str) -> String {
+    format!("E#{}#{event_id}", started_key_prefix(occurred_at))
 }
 
 /// Where a page ended: enough to rebuild DynamoDB's ExclusiveStartKey on any index.
@@ -298,6 +302,26 @@ impl CallStore {
             .await
             .context("reading call")?;
         out.item.map(serde_dynamo::from_item).transpose().context("decoding call")
+    }
+
+    /// One timeline entry by its key parts (what a delivery job carries): one GetItem.
+    pub async fn event(
+        &self,
+        tenant: &TenantId,
+        call_id: &str,
+        occurred_at: &DateTime<Utc>,
+        event_id: &str,
+    ) -> anyhow::Result<Option<CallEvent>> {
+        let out = self
+            .db
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(call_pk(tenant, call_id)))
+            .key("sk", AttributeValue::S(event_key(occurred_at, event_id)))
+            .send()
+            .await
+            .context("reading call event")?;
+        out.item.map(serde_dynamo::from_item).transpose().context("decoding call event")
     }
 
     /// Records where a call's recording stands. `available` is written once per

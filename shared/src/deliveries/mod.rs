@@ -6,6 +6,7 @@
 //! Webhooks trio `webhook-id` (the event id), `webhook-timestamp` (the attempt's unix
 //! time) and `webhook-signature`.
 
+pub mod dispatch;
 pub mod payload;
 pub mod signing;
 
