@@ -13,6 +13,7 @@ pub mod cursor;
 pub mod deliveries;
 pub mod departments;
 pub mod edge;
+pub mod jobs;
 pub mod outbox;
 pub mod phone;
 pub mod providers;
