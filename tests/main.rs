@@ -2,6 +2,7 @@
 
 mod auth;
 mod call_settings;
+mod call_events;
 mod calls_details;
 mod calls_list;
 mod crm_delivery;

@@ -23,6 +23,7 @@ pub const FUNCTIONS: &[&str] = &[
     api_calls_details::NAME,
     api_calls_recording::NAME,
     api_providers_manage::NAME,
+    api_call_events::NAME,
     api_call_settings::NAME,
     webhook_twilio::NAME,
 ];
@@ -33,6 +34,7 @@ async fn dispatch(ctx: &AppContext, name: &str, req: Request) -> Response<Body> 
         api_calls_details::NAME => api_calls_details::handler(ctx, req).await,
         api_calls_recording::NAME => api_calls_recording::handler(ctx, req).await,
         api_providers_manage::NAME => api_providers_manage::handler(ctx, req).await,
+        api_call_events::NAME => api_call_events::handler(ctx, req).await,
         api_call_settings::NAME => api_call_settings::handler(ctx, req).await,
         webhook_twilio::NAME => webhook_twilio::handler(ctx, req).await,
         _ => {

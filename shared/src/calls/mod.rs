@@ -7,7 +7,7 @@ pub mod store;
 
 pub use list::ListQuery;
 pub use model::{AgentRef, Call, CallEvent, CallStatus, CallView, Consent, ConsentStatus, Direction, RecordingRef, RecordingStatus, RecordingView};
-pub use store::{CallStore, Position};
+pub use store::{CallStore, LogPosition, Position};
 
 use crate::{cursor::CursorSigner, edge::ApiError, tenants::TenantId};
 

@@ -24,6 +24,8 @@ use crate::tenants::TenantId;
 type Item = HashMap<String, AttributeValue>;
 
 const CALL_SK: &str = "CALL";
+/// The tenant's event log: every event item, by commit time.
+pub const EVENT_LOG: super::list::Index = super::list::Index { name: "by-tenant-events", key: "tenant_events_pk" };
 /// A Query reads at most this many items per request when a filter expression may
 /// discard some; enough to fill a page in one request for typical selectivity.
 const FILTERED_READ: i32 = 1000;
@@ -52,6 +54,17 @@ pub struct Position {
     pub call_id: String,
     #[serde(rename = "k")]
     pub started_key: String,
+}
+
+/// Where a reader of the event log stopped: the last event's keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogPosition {
+    #[serde(rename = "c")]
+    pub commit_key: String,
+    #[serde(rename = "i")]
+    pub call_id: String,
+    #[serde(rename = "s")]
+    pub sk: String,
 }
 
 #[derive(Debug)]
@@ -93,12 +106,60 @@ impl CallStore {
         Ok(item)
     }
 
+    /// An event item, with the keys of the tenant's event log (`by-tenant-events`):
+    /// ordered by commit time, which is when the item is written.
     fn event_item(tenant: &TenantId, event: &CallEvent) -> anyhow::Result<Item> {
         let mut item: Item = serde_dynamo::to_item(event)?;
         item.insert("pk".into(), AttributeValue::S(call_pk(tenant, &event.call_id)));
         item.insert("sk".into(), AttributeValue::S(event_sk(event)));
         item.insert("tenant_id".into(), AttributeValue::S(tenant.to_string()));
+        item.insert(EVENT_LOG.key.into(), AttributeValue::S(tenant.to_string()));
+        item.insert("commit_key".into(), AttributeValue::S(format!("{}#{}", started_key_prefix(&Utc::now()), event.id)));
         Ok(item)
+    }
+
+    /// The tenant's events in commit order after `after`, up to `limit`, committed
+    /// before `horizon`: newer events are held back, so a writer whose clock runs a
+    /// little behind cannot slip an event in behind a reader's cursor.
+    pub async fn event_log(
+        &self,
+        tenant: &TenantId,
+        after: Option<LogPosition>,
+        horizon: chrono::DateTime<Utc>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<(LogPosition, CallEvent)>> {
+        let start = after.map(|p| {
+            HashMap::from([
+                ("pk".to_owned(), AttributeValue::S(call_pk(tenant, &p.call_id))),
+                ("sk".to_owned(), AttributeValue::S(p.sk)),
+                (EVENT_LOG.key.to_owned(), AttributeValue::S(tenant.to_string())),
+                ("commit_key".to_owned(), AttributeValue::S(p.commit_key)),
+            ])
+        });
+        let out = self
+            .db
+            .query()
+            .table_name(&self.table)
+            .index_name(EVENT_LOG.name)
+            .key_condition_expression("#pk = :pk AND commit_key < :horizon")
+            .expression_attribute_names("#pk", EVENT_LOG.key)
+            .expression_attribute_values(":pk", AttributeValue::S(tenant.to_string()))
+            .expression_attribute_values(":horizon", AttributeValue::S(started_key_prefix(&horizon)))
+            .set_exclusive_start_key(start)
+            .limit(limit as i32)
+            .send()
+            .await
+            .context("reading the event log")?;
+        out.items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|item| {
+                let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned().context("event log key missing");
+                let position = LogPosition { commit_key: text("commit_key")?, sk: text("sk")?, call_id: String::new() };
+                let event: CallEvent = serde_dynamo::from_item(item).context("decoding call event")?;
+                Ok((LogPosition { call_id: event.call_id.clone(), ..position }, event))
+            })
+            .collect()
     }
 
     /// Creates a call with its first events, atomically; an existing id is an error.
