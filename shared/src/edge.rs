@@ -161,6 +161,18 @@ pub fn query_params(req: &Request, known: &[&str]) -> Result<HashMap<String, Str
     Ok(params)
 }
 
+/// `limit`: absent → `default`; otherwise an integer from 1 to `max`, or a 400 naming it.
+pub fn limit_param(params: &HashMap<String, String>, default: usize, max: usize) -> Result<usize, ApiError> {
+    match params.get("limit").map(|v| v.trim()).filter(|v| !v.is_empty()) {
+        None => Ok(default),
+        Some(raw) => raw
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| ApiError::invalid("limit", format!("limit must be an integer from 1 to {max}"))),
+    }
+}
+
 fn clip(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }

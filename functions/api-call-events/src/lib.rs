@@ -32,14 +32,7 @@ pub async fn handler(ctx: &AppContext, req: Request) -> Response<Body> {
         edge::require_method(&req, &[Method::GET])?;
         let principal = ctx.authorize(&req, Scope::CallsRead).await?;
         let params = edge::query_params(&req, &["after", "limit"])?;
-        let limit = match params.get("limit") {
-            None => DEFAULT_LIMIT,
-            Some(raw) => raw
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (1..=MAX_LIMIT).contains(n))
-                .ok_or_else(|| ApiError::invalid("limit", format!("limit must be an integer from 1 to {MAX_LIMIT}")))?,
-        };
+        let limit = edge::limit_param(&params, DEFAULT_LIMIT, MAX_LIMIT)?;
         let tenant = &principal.tenant_id;
         let scope = format!("call-events|{tenant}");
         let after = params

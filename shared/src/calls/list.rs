@@ -81,14 +81,7 @@ impl ListQuery {
         {
             return Err(ApiError::invalid("end_date", "end_date is before start_date"));
         }
-        let limit = match get("limit") {
-            None => DEFAULT_LIMIT,
-            Some(raw) => raw
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (1..=MAX_LIMIT).contains(n))
-                .ok_or_else(|| ApiError::invalid("limit", format!("limit must be an integer from 1 to {MAX_LIMIT}")))?,
-        };
+        let limit = crate::edge::limit_param(params, DEFAULT_LIMIT, MAX_LIMIT)?;
         Ok(Self { status, agent_id, direction, department, start, end, limit, cursor: get("cursor").map(str::to_owned) })
     }
 
