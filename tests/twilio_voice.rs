@@ -61,7 +61,7 @@ async fn inbound_call_joins_its_departments_conference_and_the_agent_is_rung_onc
     // The agent answers: the customer's call now carries the agent and its department.
     let subpath = agent_status.trim_start_matches(&format!("{}/webhook-twilio/", app.base_url)).to_owned();
     let answered = Callback {
-        subpath: Box::leak(subpath.into_boxed_str()),
+        subpath,
         params: vec![
             ("AccountSid".into(), account.account_sid.clone()),
             ("CallSid".into(), switchboard_infra::twilio_fake::sid("CA")),
@@ -105,7 +105,7 @@ async fn after_hours_takes_a_voicemail_and_a_long_wait_moves_the_caller_there() 
     let waited = chrono::Utc::now().timestamp() - 61;
     let call_sid = switchboard_infra::twilio_fake::sid("CA");
     let wait = Callback {
-        subpath: Box::leak(format!("wait?queue_id={}&since={waited}", department.queue_id).into_boxed_str()),
+        subpath: format!("wait?queue_id={}&since={waited}", department.queue_id),
         params: vec![
             ("AccountSid".into(), open_account.account_sid.clone()),
             ("CallSid".into(), call_sid.clone()),
@@ -122,7 +122,7 @@ async fn after_hours_takes_a_voicemail_and_a_long_wait_moves_the_caller_there() 
 
     // Still within max wait: hold music and back to the wait URL.
     let fresh = Callback {
-        subpath: Box::leak(format!("wait?queue_id={}&since={}", department.queue_id, chrono::Utc::now().timestamp()).into_boxed_str()),
+        subpath: format!("wait?queue_id={}&since={}", department.queue_id, chrono::Utc::now().timestamp()),
         params: wait.params.clone(),
     };
     let (code, hold) = app.caller(&open_account).deliver(&fresh).await.unwrap();

@@ -71,8 +71,8 @@ impl CallScript {
 /// One HTTP callback Twilio would make.
 #[derive(Debug, Clone)]
 pub struct Callback {
-    /// `voice`, `status` or `recording`.
-    pub subpath: &'static str,
+    /// `voice`, `status`, `recording` (with a query string where Twilio would add one).
+    pub subpath: String,
     pub params: Vec<(String, String)>,
 }
 
@@ -100,7 +100,7 @@ pub fn callbacks(account_sid: &str, script: &CallScript) -> Vec<Callback> {
         }
         p
     };
-    let mut out = vec![Callback { subpath: "voice", params: base(CallStatus::Ringing) }];
+    let mut out = vec![Callback { subpath: "voice".into(), params: base(CallStatus::Ringing) }];
     for (sequence, (status, at)) in script.timeline().into_iter().enumerate() {
         let mut params = base(status);
         params.push(("SequenceNumber".into(), sequence.to_string()));
@@ -109,11 +109,11 @@ pub fn callbacks(account_sid: &str, script: &CallScript) -> Vec<Callback> {
         if status.is_terminal() {
             params.push(("CallDuration".into(), script.talk_seconds.to_string()));
         }
-        out.push(Callback { subpath: "status", params });
+        out.push(Callback { subpath: "status".into(), params });
     }
     if let Some(recording_sid) = &script.recording_sid {
         out.push(Callback {
-            subpath: "recording",
+            subpath: "recording".into(),
             params: vec![
                 ("AccountSid".into(), account_sid.to_owned()),
                 ("CallSid".into(), script.call_sid.clone()),
