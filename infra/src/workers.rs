@@ -2,7 +2,7 @@
 //! batch to the same handler the Lambda binary runs, delete what succeeded, and leave
 //! failures to the queue's visibility timeout and redrive policy, as in AWS.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{collections::{HashMap, HashSet}, sync::Arc, time::Duration};
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
@@ -128,65 +128,80 @@ pub enum Start {
 /// the tenants table, so a restart resumes instead of skipping), hands each batch to
 /// the handler, and advances only past what it enqueued.
 pub async fn outbox(ctx: Arc<AppContext>, consumer: String, start: Start) {
-    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let streams = aws_sdk_dynamodbstreams::Client::new(&sdk);
+    let streams = aws_sdk_dynamodbstreams::Client::new(ctx.aws.sdk());
+    let arn = loop {
+        match stream_arn(&ctx).await {
+            Ok(arn) => break arn,
+            Err(e) => tracing::warn!(error = format!("{e:#}"), "outbox poller: no stream yet"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    // Read from the store once per shard, then kept here; every advance is persisted.
+    let mut checkpoints: HashMap<String, Option<String>> = HashMap::new();
     loop {
-        if let Err(e) = outbox_pass(&ctx, &streams, &consumer, start).await {
+        if let Err(e) = outbox_pass(&ctx, &streams, &arn, &consumer, start, &mut checkpoints).await {
             tracing::warn!(error = format!("{e:#}"), "outbox poller");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
-/// One pass over every shard: all records available now.
+async fn stream_arn(ctx: &AppContext) -> anyhow::Result<String> {
+    let table = ctx.aws.dynamodb.describe_table().table_name(&ctx.config.calls_table).send().await?;
+    table.table.and_then(|t| t.latest_stream_arn).ok_or_else(|| anyhow::anyhow!("the calls table has no stream"))
+}
+
+/// One pass over every shard (listed each pass: shards split): all records available now.
 async fn outbox_pass(
     ctx: &AppContext,
     streams: &aws_sdk_dynamodbstreams::Client,
+    arn: &str,
     consumer: &str,
     start: Start,
+    checkpoints: &mut HashMap<String, Option<String>>,
 ) -> anyhow::Result<()> {
     use aws_sdk_dynamodbstreams::types::ShardIteratorType;
-    let table = ctx.aws.dynamodb.describe_table().table_name(&ctx.config.calls_table).send().await?;
-    let Some(arn) = table.table.and_then(|t| t.latest_stream_arn) else { anyhow::bail!("the calls table has no stream") };
-    let shards = streams.describe_stream().stream_arn(&arn).send().await?.stream_description.and_then(|d| d.shards).unwrap_or_default();
+    let shards = streams.describe_stream().stream_arn(arn).send().await?.stream_description.and_then(|d| d.shards).unwrap_or_default();
     for shard in shards {
         let Some(shard_id) = shard.shard_id else { continue };
-        let checkpoint = checkpoint(ctx, consumer, &shard_id).await?;
+        let checkpoint = match checkpoints.get(&shard_id) {
+            Some(known) => known.clone(),
+            None => checkpoint(ctx, consumer, &shard_id).await?,
+        };
         let skipping = checkpoint.is_none() && start == Start::Now;
         let mut iterator = match checkpoint.as_deref().filter(|c| *c != FROM_OLDEST) {
-            Some(seq) => streams.get_shard_iterator().stream_arn(&arn).shard_id(&shard_id).shard_iterator_type(ShardIteratorType::AfterSequenceNumber).sequence_number(seq),
-            None => streams.get_shard_iterator().stream_arn(&arn).shard_id(&shard_id).shard_iterator_type(ShardIteratorType::TrimHorizon),
+            Some(seq) => streams.get_shard_iterator().stream_arn(arn).shard_id(&shard_id).shard_iterator_type(ShardIteratorType::AfterSequenceNumber).sequence_number(seq),
+            None => streams.get_shard_iterator().stream_arn(arn).shard_id(&shard_id).shard_iterator_type(ShardIteratorType::TrimHorizon),
         }
         .send()
         .await?
         .shard_iterator;
+        let mut advance = |seq: String| {
+            checkpoints.insert(shard_id.clone(), Some(seq.clone()));
+            save_checkpoint(ctx, consumer, &shard_id, seq)
+        };
         while let Some(current) = iterator.take() {
             let out = streams.get_records().shard_iterator(current).limit(100).send().await?;
             let records = out.records.unwrap_or_default();
             if records.is_empty() {
                 if skipping {
                     // An empty stream: "now" is its start.
-                    save_checkpoint(ctx, consumer, &shard_id, FROM_OLDEST).await?;
+                    advance(FROM_OLDEST.to_owned()).await?;
                 }
                 break;
             }
             let last = records.last().and_then(|r| r.dynamodb.as_ref()).and_then(|d| d.sequence_number.clone());
-            if skipping {
-                if let Some(seq) = last {
-                    save_checkpoint(ctx, consumer, &shard_id, &seq).await?;
+            if !skipping {
+                let mut event = aws_lambda_events::dynamodb::Event::default();
+                event.records = records.into_iter().map(lambda_record).collect();
+                let response = crm_fanout::handler(ctx, event).await;
+                if let Some(failed) = response.batch_item_failures.first() {
+                    // Resume at the failed record next pass: everything before it is enqueued.
+                    anyhow::bail!("fan-out failed at sequence {:?}", failed.item_identifier);
                 }
-                iterator = out.next_shard_iterator;
-                continue;
-            }
-            let mut event = aws_lambda_events::dynamodb::Event::default();
-            event.records = records.into_iter().map(lambda_record).collect();
-            let response = crm_fanout::handler(ctx, event).await;
-            if let Some(failed) = response.batch_item_failures.first() {
-                // Resume at the failed record next pass: everything before it is enqueued.
-                anyhow::bail!("fan-out failed at sequence {:?}", failed.item_identifier);
             }
             if let Some(seq) = last {
-                save_checkpoint(ctx, consumer, &shard_id, &seq).await?;
+                advance(seq).await?;
             }
             iterator = out.next_shard_iterator;
         }
@@ -232,9 +247,9 @@ async fn checkpoint(ctx: &AppContext, consumer: &str, shard_id: &str) -> anyhow:
     Ok(out.item.and_then(|i| i.get("sequence_number").and_then(|v| v.as_s().ok()).cloned()))
 }
 
-async fn save_checkpoint(ctx: &AppContext, consumer: &str, shard_id: &str, sequence: &str) -> anyhow::Result<()> {
+async fn save_checkpoint(ctx: &AppContext, consumer: &str, shard_id: &str, sequence: String) -> anyhow::Result<()> {
     let mut item = checkpoint_key(consumer, shard_id);
-    item.insert("sequence_number".into(), aws_sdk_dynamodb::types::AttributeValue::S(sequence.to_owned()));
+    item.insert("sequence_number".into(), aws_sdk_dynamodb::types::AttributeValue::S(sequence));
     ctx.aws.dynamodb.put_item().table_name(&ctx.config.tenants_table).set_item(Some(item)).send().await?;
     Ok(())
 }

@@ -56,6 +56,12 @@ impl AwsClients {
         }
     }
 
+    /// The configuration every client here was built from (endpoints, trust, region),
+    /// for clients of services no function uses (the local stream consumer's).
+    pub fn sdk(&self) -> &SdkConfig {
+        &self.sdk
+    }
+
     pub fn s3(&self) -> &aws_sdk_s3::Client {
         self.s3.get_or_init(|| {
             aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&self.sdk).force_path_style(self.local).build())

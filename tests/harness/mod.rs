@@ -140,32 +140,11 @@ impl TestApp {
         let base_url = format!("http://{addr}/functions/v1");
         let mut config = config;
         config.public_base_url = Some(base_url.clone());
-        // Each app gets its own fetch queue: its worker must only see its own jobs
+        // Each app gets its own queues: its workers must only see its own jobs
         // (another test's recordings live in another Twilio fake).
-        let queue = aws
-            .sqs()
-            .create_queue()
-            .queue_name(format!("test-recording-fetch-{}", uuid::Uuid::new_v4().simple()))
-            .send()
-            .await
-            .expect("create test queue");
-        config.recording_fetch_queue_url = queue.queue_url;
-        let crm_queue = aws
-            .sqs()
-            .create_queue()
-            .queue_name(format!("test-crm-delivery-{}", uuid::Uuid::new_v4().simple()))
-            .send()
-            .await
-            .expect("create test queue");
-        config.crm_delivery_queue_url = crm_queue.queue_url;
-        let crm_dlq = aws
-            .sqs()
-            .create_queue()
-            .queue_name(format!("test-crm-delivery-dlq-{}", uuid::Uuid::new_v4().simple()))
-            .send()
-            .await
-            .expect("create test queue");
-        config.crm_delivery_dlq_url = crm_dlq.queue_url;
+        config.recording_fetch_queue_url = Some(Self::queue(&aws, "recording-fetch").await);
+        config.crm_delivery_queue_url = Some(Self::queue(&aws, "crm-delivery").await);
+        config.crm_delivery_dlq_url = Some(Self::queue(&aws, "crm-delivery-dlq").await);
         config.delivery_delay_scale = crm_delay_scale.unwrap_or(config.delivery_delay_scale);
         let ctx = Arc::new(AppContext::new(config, aws, Some(client)));
         let server = tokio::spawn(switchboard_infra::gateway::serve(listener, ctx.clone()));
@@ -176,6 +155,12 @@ impl TestApp {
         }
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
         TestApp { base_url, http, ctx, store_requests, twilio, server, workers }
+    }
+
+    async fn queue(aws: &AwsClients, purpose: &str) -> String {
+        let name = format!("test-{purpose}-{}", uuid::Uuid::new_v4().simple());
+        let created = aws.sqs().create_queue().queue_name(name).send().await.expect("create test queue");
+        created.queue_url.expect("queue URL")
     }
 
     /// Configures a Twilio account for `tenant` (stored as the API would) and teaches

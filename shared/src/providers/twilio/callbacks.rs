@@ -4,7 +4,6 @@
 
 use anyhow::Context;
 use chrono::Utc;
-use secrecy::ExposeSecret;
 
 use super::{
     client::{CallInstructions, CallUpdate, RecordingFormat, TwilioCredentials, TwilioError},
@@ -37,13 +36,6 @@ fn urls(webhook_base: &str) -> WebhookUrls {
     }
 }
 
-fn credentials(webhook: &Verified) -> TwilioCredentials {
-    TwilioCredentials {
-        account_sid: webhook.account.account_sid.clone(),
-        auth_token: webhook.account.auth_token.expose_secret().to_owned().into(),
-    }
-}
-
 /// `voice`: an inbound call. Records it (ringing), files it under the department that
 /// owns the dialled number, and answers the TwiML of the routing decision; when an agent
 /// is to be rung, places that leg (once, even if Twilio retries this request).
@@ -64,7 +56,7 @@ pub async fn on_voice(ctx: &AppContext, webhook: &Verified, webhook_base: &str) 
         let agent_id = department.default_agent.as_ref().map_or("", |a| a.id.as_str());
         leg.status_callback = format!("{webhook_base}/agent-status?call_id={call_id}&queue_id={}&agent_id={agent_id}", department.queue_id);
         // The caller already waits with music; a failed agent leg ends in max-wait handling.
-        if let Err(e) = ctx.twilio()?.create_call(&credentials(webhook), &leg.create_call()).await {
+        if let Err(e) = ctx.twilio()?.create_call(&TwilioCredentials::from(&webhook.account), &leg.create_call()).await {
             tracing::warn!(error = %e, call_id = %call_id, "placing the agent leg failed");
         }
     }
@@ -109,7 +101,7 @@ pub async fn on_wait(ctx: &AppContext, webhook: &Verified, webhook_base: &str) -
         WaitDecision::Expired(after_hours) => {
             let call_sid = webhook.param("CallSid").ok_or_else(|| ApiError::invalid("CallSid", "CallSid is required"))?;
             ctx.twilio()?
-                .update_call(&credentials(webhook), call_sid, &CallUpdate::Redirect(CallInstructions::Twiml(after_hours)))
+                .update_call(&TwilioCredentials::from(&webhook.account), call_sid, &CallUpdate::Redirect(CallInstructions::Twiml(after_hours)))
                 .await
                 .context("moving the caller to the after-hours action")?;
             Ok(Response::new().to_xml())
@@ -170,7 +162,7 @@ pub async fn fetch_recording(ctx: &AppContext, job: &FetchJob) -> anyhow::Result
         .credentials(&job.tenant_id, &job.account_sid)
         .await?
         .with_context(|| format!("tenant has no provider account {}", job.account_sid))?;
-    let creds = TwilioCredentials { account_sid: account.account_sid, auth_token: account.auth_token };
+    let creds = TwilioCredentials::from(&account);
     let media = match ctx.twilio()?.fetch_recording(&creds, &job.recording_sid, RecordingFormat::Wav).await {
         Ok(media) => media,
         Err(TwilioError::Api { status: 404, code, .. }) => {

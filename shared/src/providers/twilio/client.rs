@@ -41,6 +41,13 @@ pub struct TwilioCredentials {
     pub auth_token: SecretString,
 }
 
+/// The account a verified webhook came from is the one to call back with.
+impl From<&crate::tenants::providers::WebhookAccount> for TwilioCredentials {
+    fn from(account: &crate::tenants::providers::WebhookAccount) -> Self {
+        Self { account_sid: account.account_sid.clone(), auth_token: account.auth_token.clone() }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TwilioError {
     /// Twilio's error body. `message` can quote the request, phone numbers included, so
