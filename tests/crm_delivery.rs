@@ -1,216 +1,16 @@
 //! CRM deliveries end to end: committed events → CRM queue → `crm-dispatcher` → a local
-//! CRM that verifies every header the way a tenant's receiver would.
+//! CRM that verifies every header the way a tenant's receiver would; and the deliveries
+//! API (`api-webhook-deliveries`) that shows and replays them. One tenant's hanging CRM
+//! is the `isolation` test binary's (it runs alone, so its timing is its own).
 
-use std::{
-    collections::HashMap,
-    convert::Infallible,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{Request, Response, StatusCode, body::Incoming, server::conn::http1, service::service_fn};
-use hyper_util::rt::TokioIo;
-use rand::SeedableRng;
 use serde_json::json;
 use shared::{
-    calls::lifecycle::call_id_for,
-    deliveries::{
-        WebhookSecret,
-        dispatch::{Delivery, DeliveryStatus},
-        verify_standard_webhooks, x_signature,
-    },
-    outbox::{self, DeliveryJob},
-    tenants::settings::SettingsInput,
+    deliveries::dispatch::DeliveryStatus,
+    outbox::DeliveryJob,
 };
-use switchboard_infra::simulate::{self, CallScript};
-use switchboard_tests::{TestApp, TestTenant};
-
-const TOKEN: &str = "crm-bearer-0123456789abcdef";
-const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
-
-/// How the local CRM answers a delivery that passed verification.
-#[derive(Clone, Copy)]
-enum Answer {
-    /// 500 for each webhook-id's first `n` requests, then 200.
-    FailFirst(usize),
-    Gone,
-}
-
-#[derive(Default)]
-struct Seen {
-    /// Requests per webhook-id, verified or not.
-    requests: HashMap<String, usize>,
-    /// 2xx answers per webhook-id.
-    accepted: HashMap<String, usize>,
-    /// Why a request failed verification.
-    refused: Vec<String>,
-    /// One accepted body with its X-Signature, for seed 003's own verifier.
-    sample: Option<(Vec<u8>, String)>,
-}
-
-struct Crm {
-    url: String,
-    seen: Arc<Mutex<Seen>>,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Crm {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
-}
-
-impl Crm {
-    async fn start(answer: Answer) -> Crm {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hooks/calls", listener.local_addr().unwrap());
-        let seen = Arc::new(Mutex::new(Seen::default()));
-        let state = seen.clone();
-        let server = tokio::spawn(async move {
-            let mut connections = tokio::task::JoinSet::new();
-            while let Ok((stream, _)) = listener.accept().await {
-                let state = state.clone();
-                connections.spawn(async move {
-                    let service = service_fn(move |req| {
-                        let state = state.clone();
-                        async move { Ok::<_, Infallible>(receive(&state, answer, req).await) }
-                    });
-                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-                });
-            }
-        });
-        Crm { url, seen, server }
-    }
-
-    fn seen<T>(&self, read: impl FnOnce(&Seen) -> T) -> T {
-        read(&self.seen.lock().unwrap())
-    }
-}
-
-/// Verifies as a tenant's receiver does: bearer token, seed 003's X-Signature, Standard Webhooks.
-fn verify(headers: &hyper::HeaderMap, body: &[u8]) -> Result<String, String> {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).ok_or(format!("missing {name}"));
-    if header("authorization")? != format!("Bearer {TOKEN}") {
-        return Err("wrong bearer token".into());
-    }
-    if header("x-signature")? != x_signature(SECRET.as_bytes(), body) {
-        return Err("X-Signature does not match".into());
-    }
-    let id = header("webhook-id")?.to_owned();
-    let timestamp: i64 = header("webhook-timestamp")?.parse().map_err(|_| "bad webhook-timestamp")?;
-    let secret = WebhookSecret::parse(SECRET).unwrap();
-    verify_standard_webhooks(&secret, &id, timestamp, body, header("webhook-signature")?, chrono::Utc::now().timestamp())
-        .map_err(|e| e.to_string())?;
-    let payload: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-    if payload["event_id"] != id.as_str() || header("x-webhook-event")? != payload["event"] {
-        return Err("headers disagree with the body".into());
-    }
-    Ok(id)
-}
-
-async fn receive(seen: &Mutex<Seen>, answer: Answer, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    let mut seen = seen.lock().unwrap();
-    let id = match verify(&parts.headers, &body) {
-        Ok(id) => id,
-        Err(reason) => {
-            seen.refused.push(reason);
-            return reply(StatusCode::UNAUTHORIZED);
-        }
-    };
-    let requests = seen.requests.entry(id.clone()).or_default();
-    *requests += 1;
-    let status = match answer {
-        Answer::Gone => StatusCode::GONE,
-        Answer::FailFirst(n) if *requests <= n => StatusCode::INTERNAL_SERVER_ERROR,
-        Answer::FailFirst(_) => StatusCode::OK,
-    };
-    if status.is_success() {
-        *seen.accepted.entry(id).or_default() += 1;
-        let signature = parts.headers["x-signature"].to_str().unwrap().to_owned();
-        seen.sample.get_or_insert((body.to_vec(), signature));
-    }
-    reply(status)
-}
-
-fn reply(status: StatusCode) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(format!("{{\"status\":{}}}", status.as_u16()))));
-    *response.status_mut() = status;
-    response
-}
-
-async fn point_webhook_at(app: &TestApp, tenant: &TestTenant, crm: &Crm) {
-    let input: SettingsInput = serde_json::from_value(json!({
-        "crm_webhook_url": crm.url,
-        "crm_webhook_token": TOKEN,
-        "crm_webhook_secret": SECRET,
-    }))
-    .unwrap();
-    app.ctx.settings.update(&tenant.id, input.validate(true).unwrap(), chrono::Utc::now()).await.unwrap();
-}
-
-/// Plays a call's Twilio callbacks; returns one delivery job per committed event.
-async fn call_events(app: &TestApp, tenant: &TestTenant, seed: u64) -> Vec<DeliveryJob> {
-    let account = app.twilio_account(&tenant.id).await;
-    let mut script = CallScript::random("+14155550100", &mut rand::rngs::StdRng::seed_from_u64(seed)).placed_now();
-    script.recording_sid = None;
-    for callback in simulate::callbacks(&account.account_sid, &script) {
-        assert!((200..300).contains(&app.caller(&account).deliver(&callback).await.unwrap().0));
-    }
-    let call_id = call_id_for("twilio", &account.account_sid, &script.call_sid);
-    let (_, events) = app.ctx.calls.details(&tenant.id, &call_id).await.unwrap().unwrap();
-    events
-        .into_iter()
-        .map(|e| DeliveryJob {
-            tenant_id: tenant.id.clone(),
-            call_id: e.call_id,
-            event_id: e.id,
-            kind: e.kind,
-            occurred_at: e.occurred_at,
-            attempt: 0,
-            not_before: None,
-        })
-        .collect()
-}
-
-async fn enqueue(app: &TestApp, jobs: &[DeliveryJob]) {
-    let queue = app.ctx.config.crm_delivery_queue_url.as_deref().unwrap();
-    assert!(outbox::enqueue(app.ctx.aws.sqs(), queue, jobs).await.unwrap().is_empty());
-}
-
-/// The delivery of `job` once `done` holds for it, within `patience`.
-async fn delivery_when(app: &TestApp, job: &DeliveryJob, patience: Duration, done: impl Fn(&Delivery) -> bool) -> Delivery {
-    let deadline = tokio::time::Instant::now() + patience;
-    loop {
-        let delivery = app.ctx.deliveries.get(&job.tenant_id, &job.event_id).await.unwrap();
-        match delivery {
-            Some(d) if done(&d) => return d,
-            other if tokio::time::Instant::now() > deadline => panic!("delivery of {} stuck at {other:?}", job.event_id),
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-}
-
-/// Seed 003's Python `verify_callback_signature`, as the signing unit test runs it;
-/// `None` without python3.
-fn seed_003_verifies(body: &[u8], signature: &str) -> Option<bool> {
-    use std::{io::Write, process::{Command, Stdio}};
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/src/deliveries/testdata/verify_x_signature.py");
-    let mut child = match Command::new("python3").args([script, SECRET, signature]).stdin(Stdio::piped()).spawn() {
-        Ok(child) => child,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-        Err(e) => panic!("running python3: {e}"),
-    };
-    child.stdin.take().unwrap().write_all(body).unwrap();
-    match child.wait().unwrap().code() {
-        Some(0) => Some(true),
-        Some(3) => Some(false),
-        other => panic!("the seed verifier crashed: exit {other:?}"),
-    }
-}
+use switchboard_tests::{TestApp, crm::*};
 
 #[tokio::test]
 async fn failing_crm_gets_each_event_again_on_the_backoff_until_it_accepts_it_once() {
@@ -278,4 +78,154 @@ async fn gone_disables_the_webhook_and_stops_every_delivery() {
         assert!(seen.refused.is_empty(), "refused: {:?}", seen.refused);
         assert_eq!(seen.requests.values().sum::<usize>(), 1);
     });
+}
+
+/// Commits `calls` calls of two status events each (ringing, completed) straight
+/// through the store, 16 at a time; returns their delivery jobs.
+#[tokio::test]
+async fn deliveries_are_listed_filtered_shown_with_attempts_and_replayed() {
+    const API: &str = "api-webhook-deliveries";
+    let app = TestApp::spawn_with_crm_dispatcher(0.001).await;
+    let tenant = app.tenant("crm-deliveries-api").await;
+    let crm = Crm::start(Answer::FailFirst(1)).await;
+    point_webhook_at(&app, &tenant, &crm).await;
+    let jobs = committed_events(&app, &tenant, 3).await;
+    enqueue(&app, &jobs).await;
+    for job in &jobs {
+        delivery_when(&app, job, Duration::from_secs(30), |d| d.status == DeliveryStatus::Delivered).await;
+    }
+    let key = Some(tenant.api_key.as_str());
+
+    let all = app.get(API, &[], key).await;
+    assert_eq!(all.status, 200, "{}", all.body);
+    let listed = all.body["deliveries"].as_array().unwrap();
+    assert_eq!(listed.len(), 6);
+    let times: Vec<chrono::DateTime<chrono::Utc>> = listed.iter().map(|d| d["occurred_at"].as_str().unwrap().parse().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "newest first: {times:?}");
+    for d in listed {
+        assert_eq!(d["status"], "delivered");
+        assert_eq!(d["attempt_count"], 2);
+        assert_eq!(d["last_attempt"]["status_code"], 200);
+        assert_eq!(d["attempts"], json!([]), "a listing carries summaries");
+    }
+
+    let one = app.get(API, &[("event_id", &jobs[0].event_id)], key).await;
+    assert_eq!(one.status, 200, "{}", one.body);
+    let attempts = one.body["delivery"]["attempts"].as_array().unwrap();
+    assert_eq!(attempts.iter().map(|a| a["status_code"].as_u64().unwrap()).collect::<Vec<_>>(), [500, 200]);
+    assert!(attempts.iter().all(|a| a["latency_ms"].is_u64() && a["response_excerpt"].as_str().unwrap().starts_with("{\"status\"")));
+
+    let count = |reply: &switchboard_tests::Reply| reply.body["deliveries"].as_array().map(Vec::len);
+    assert_eq!(count(&app.get(API, &[("status", "delivered")], key).await), Some(6));
+    assert_eq!(count(&app.get(API, &[("status", "pending")], key).await), Some(0));
+    assert_eq!(count(&app.get(API, &[("event", "call.recording_available")], key).await), Some(0));
+    assert_eq!(count(&app.get(API, &[("call_id", &jobs[0].call_id)], key).await), Some(2));
+    let first = app.get(API, &[("limit", "4")], key).await;
+    assert_eq!(count(&first), Some(4));
+    let rest = app.get(API, &[("limit", "4"), ("cursor", first.body["next_cursor"].as_str().unwrap())], key).await;
+    assert_eq!(count(&rest), Some(2), "{}", rest.body);
+
+    for (query, field) in [
+        (vec![("status", "done")], "status"),
+        (vec![("event_id", jobs[0].event_id.as_str()), ("status", "failed")], "status"),
+        (vec![("limit", "0")], "limit"),
+        (vec![("cursor", "garbage")], "cursor"),
+        (vec![("start_date", "2026-02-02"), ("end_date", "2026-02-01")], "end_date"),
+        (vec![("event_id", "no spaces")], "event_id"),
+    ] {
+        let reply = app.get(API, &query, key).await;
+        assert_eq!((reply.status, reply.error_field()), (400, Some(field)), "{query:?}: {}", reply.body);
+    }
+    assert_eq!(app.get(API, &[("event_id", "unknown-event")], key).await.status, 404);
+    let stranger = app.tenant("crm-deliveries-stranger").await;
+    assert_eq!(app.get(API, &[("event_id", &jobs[0].event_id)], Some(&stranger.api_key)).await.status, 404);
+    assert_eq!(count(&app.get(API, &[], Some(&stranger.api_key)).await), Some(0));
+
+    let post = |key: &str, body: serde_json::Value| {
+        let request = app.http.post(format!("{}/{API}", app.base_url)).header("x-api-key", key).json(&body);
+        app.request(request)
+    };
+    let read_only = app.key(&tenant.id, &[shared::tenants::Scope::CallsRead], 1000).await;
+    assert_eq!(post(&read_only, json!({"event_id": jobs[0].event_id})).await.status, 403);
+    for (body, field) in [
+        (json!({}), Some("start_date")),
+        (json!({"event_id": jobs[0].event_id, "status": "failed"}), Some("status")),
+        (json!({"start_date": "2026-01-01", "end_date": "2026-01-02", "status": "done"}), Some("status")),
+        (json!({"bogus": 1}), None),
+    ] {
+        let reply = post(&tenant.api_key, body.clone()).await;
+        assert_eq!((reply.status, reply.error_field()), (400, field), "{body}: {}", reply.body);
+    }
+    assert_eq!(post(&tenant.api_key, json!({"event_id": "unknown-event"})).await.status, 404);
+
+    // One event again: same webhook-id, one more request.
+    let replayed = post(&tenant.api_key, json!({"event_id": jobs[0].event_id})).await;
+    assert_eq!((replayed.status, &replayed.body["replayed"]), (200, &json!(1)), "{}", replayed.body);
+    delivery_when(&app, &jobs[0], Duration::from_secs(30), |d| d.attempt_count == 3 && d.status == DeliveryStatus::Delivered).await;
+    assert_eq!(crm.seen(|s| (s.requests[&jobs[0].event_id], s.accepted[&jobs[0].event_id])), (3, 2));
+
+    // A time range: every event in it, oldest first.
+    let now = chrono::Utc::now();
+    let range = json!({
+        "start_date": (now - chrono::TimeDelta::hours(1)).to_rfc3339(),
+        "end_date": (now + chrono::TimeDelta::hours(1)).to_rfc3339(),
+    });
+    let replayed = post(&tenant.api_key, range).await;
+    assert_eq!((replayed.status, &replayed.body["replayed"]), (200, &json!(6)), "{}", replayed.body);
+    assert!(replayed.body["next_cursor"].is_null());
+    for job in &jobs {
+        let expected = if job.event_id == jobs[0].event_id { 4 } else { 3 };
+        delivery_when(&app, job, Duration::from_secs(30), |d| d.attempt_count == expected && d.status == DeliveryStatus::Delivered).await;
+    }
+    crm.seen(|seen| assert!(seen.refused.is_empty(), "refused: {:?}", seen.refused));
+    let audit = app.ctx.audit.recent(&tenant.id, None, 10).await.unwrap();
+    assert_eq!(audit.iter().filter(|e| e.action == "webhook.replay").count(), 2);
+}
+
+#[tokio::test]
+async fn the_last_failed_attempt_dead_letters_the_job_and_marks_the_delivery_failed() {
+    // 0.00001: the whole schedule (27.6 h) in about a second, each hop at least SQS's 1 s.
+    let app = TestApp::spawn_with_crm_dispatcher(0.00001).await;
+    let tenant = app.tenant("crm-dead-letter").await;
+    let crm = Crm::start(Answer::FailFirst(usize::MAX)).await;
+    point_webhook_at(&app, &tenant, &crm).await;
+    let jobs = committed_events(&app, &tenant, 1).await;
+    enqueue(&app, &jobs[..1]).await;
+    let failed = delivery_when(&app, &jobs[0], Duration::from_secs(60), |d| d.status == DeliveryStatus::Failed).await;
+    let attempts = shared::deliveries::dispatch::SCHEDULE.len() + 1;
+    assert_eq!(failed.attempt_count as usize, attempts);
+    assert!(failed.attempts.iter().all(|a| a.status_code == Some(500)));
+    assert_eq!(crm.seen(|s| s.requests[&jobs[0].event_id]), attempts);
+
+    let dlq = app.ctx.config.crm_delivery_dlq_url.as_deref().unwrap();
+    let received = app.ctx.aws.sqs().receive_message().queue_url(dlq).wait_time_seconds(2).send().await.unwrap();
+    let messages = received.messages.unwrap_or_default();
+    assert_eq!(messages.len(), 1);
+    let dead: DeliveryJob = serde_json::from_str(messages[0].body.as_deref().unwrap()).unwrap();
+    assert_eq!((dead.event_id.as_str(), dead.attempt as usize), (jobs[0].event_id.as_str(), attempts));
+    let listed = app.get("api-webhook-deliveries", &[("status", "failed")], Some(&tenant.api_key)).await;
+    assert_eq!(listed.body["deliveries"][0]["event_id"], json!(jobs[0].event_id), "{}", listed.body);
+}
+
+#[tokio::test]
+async fn retry_after_and_not_before_hold_a_delivery_back() {
+    let app = TestApp::spawn_with_crm_dispatcher(0.001).await;
+    let tenant = app.tenant("crm-waits").await;
+    let crm = Crm::start(Answer::RetryAfter(3)).await;
+    point_webhook_at(&app, &tenant, &crm).await;
+    let jobs = committed_events(&app, &tenant, 1).await;
+
+    // The backoff says 5 ms; the CRM's Retry-After says 3 s, and wins.
+    enqueue(&app, &jobs[..1]).await;
+    let delivered = delivery_when(&app, &jobs[0], Duration::from_secs(30), |d| d.status == DeliveryStatus::Delivered).await;
+    let codes: Vec<Option<u16>> = delivered.attempts.iter().map(|a| a.status_code).collect();
+    assert_eq!(codes, [Some(503), Some(200)]);
+    let waited = delivered.attempts[1].at - delivered.attempts[0].at;
+    assert!(waited >= chrono::TimeDelta::seconds(3), "retried after {waited}");
+
+    // A job not due yet is held (re-sent on a hop) until its time.
+    let due = chrono::Utc::now() + chrono::TimeDelta::seconds(3);
+    enqueue(&app, &[DeliveryJob { not_before: Some(due), ..jobs[1].clone() }]).await;
+    let held = delivery_when(&app, &jobs[1], Duration::from_secs(30), |d| d.attempt_count > 0).await;
+    assert!(held.attempts[0].at >= due - chrono::TimeDelta::milliseconds(1), "attempted at {} before {due}", held.attempts[0].at);
 }

@@ -11,6 +11,12 @@ consumer never stalls the store.
 Serialized, a transaction no longer needs moto's rollback by deep copy of every table it
 touches (O(table size) per TransactWriteItems, which made a few thousand items crawl):
 it checks every condition first, then applies, snapshotting only the items it writes.
+
+SQS: moto checks each received message's retention by computing every queue attribute,
+ApproximateNumberOfMessages* included (a pass over the queue each), and deletes a
+message with two passes over the queue. Measured with 1,000 messages queued: 470 ms
+per ReceiveMessage of 10. Here retention reads the one attribute it needs, and a delete
+stops at its message.
 """
 
 import argparse
@@ -31,6 +37,9 @@ from moto.dynamodb.exceptions import (
 )
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType
+from moto.core.utils import unix_time
+from moto.sqs.exceptions import ReceiptHandleIsInvalid
+from moto.sqs.models import Queue, SQSBackend
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
     MotoRequestHandler,
@@ -113,6 +122,27 @@ def transact_write_items(self, transact_items):
 
 
 DynamoDBBackend.transact_write_items = transact_write_items
+
+
+def is_message_valid_based_on_retention_period(self, queue_name, message):
+    queue = self.get_queue(queue_name)
+    return int(queue.message_retention_period) + message.sent_timestamp / 1000 > unix_time()
+
+
+def delete_message(self, receipt_handle):
+    if receipt_handle in self.deleted_messages:
+        return  # deleting twice is allowed
+    for index, message in enumerate(self._messages):
+        if message.had_receipt_handle(receipt_handle):
+            self.pending_messages.discard(message)
+            self.deleted_messages.update(message.all_receipt_handles)
+            del self._messages[index]
+            return
+    raise ReceiptHandleIsInvalid()
+
+
+SQSBackend.is_message_valid_based_on_retention_period = is_message_valid_based_on_retention_period
+Queue.delete_message = delete_message
 
 
 class SerializedDynamoDB:

@@ -25,6 +25,7 @@ pub const FUNCTIONS: &[&str] = &[
     api_providers_manage::NAME,
     api_call_events::NAME,
     api_call_settings::NAME,
+    api_webhook_deliveries::NAME,
     webhook_twilio::NAME,
 ];
 
@@ -36,6 +37,7 @@ async fn dispatch(ctx: &AppContext, name: &str, req: Request) -> Response<Body> 
         api_providers_manage::NAME => api_providers_manage::handler(ctx, req).await,
         api_call_events::NAME => api_call_events::handler(ctx, req).await,
         api_call_settings::NAME => api_call_settings::handler(ctx, req).await,
+        api_webhook_deliveries::NAME => api_webhook_deliveries::handler(ctx, req).await,
         webhook_twilio::NAME => webhook_twilio::handler(ctx, req).await,
         _ => {
             let name = name.to_owned();

@@ -5,7 +5,12 @@
 
 use chrono::{DateTime, Duration, Utc};
 use rand::{Rng, seq::SliceRandom};
-use shared::{calls::CallStatus, providers::twilio::signature};
+use shared::{
+    calls::{CallStatus, Direction, lifecycle::StatusReport},
+    phone::Address,
+    providers::twilio::signature,
+    tenants::TenantId,
+};
 
 use crate::twilio_fake;
 
@@ -55,6 +60,29 @@ impl CallScript {
     }
 
     /// The statuses this call passes through, in order, and when.
+    /// The status reports `webhook-twilio` makes of this call's callbacks (for writing
+    /// them straight to the store, as the benchmarks' raw path does).
+    pub fn status_reports(&self, tenant: &TenantId, account: &str) -> Vec<StatusReport> {
+        self.timeline()
+            .into_iter()
+            .enumerate()
+            .map(|(sequence, (status, at))| StatusReport {
+                tenant_id: tenant.clone(),
+                provider: "twilio",
+                account: account.to_owned(),
+                provider_call_sid: self.call_sid.clone(),
+                status,
+                occurred_at: at,
+                direction: Direction::Inbound,
+                from: Address::parse(&self.from).expect("scripts hold valid numbers"),
+                to: Address::parse(&self.to).expect("scripts hold valid numbers"),
+                caller_name: self.caller_name.clone(),
+                duration_seconds: status.is_terminal().then_some(self.talk_seconds),
+                sequence: Some(sequence as u32),
+            })
+            .collect()
+    }
+
     pub fn timeline(&self) -> Vec<(CallStatus, DateTime<Utc>)> {
         let ring = self.started_at + Duration::seconds(1);
         let mut steps = vec![(CallStatus::Ringing, ring)];

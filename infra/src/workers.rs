@@ -8,23 +8,26 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
 use shared::AppContext;
 
-/// How long a failed message stays invisible before its retry. AWS uses the queue's
-/// own setting; locally it is shortened so retries happen within a test's patience.
+/// How a queue is polled: `batch` messages per invocation, up to `concurrency`
+/// invocations at once (Lambda runs several batches side by side, scaling with the
+/// backlog), and how long a failed message stays invisible before its retry (AWS uses
+/// the queue's own setting; locally it is shortened to fit a test's patience).
 #[derive(Debug, Clone, Copy)]
 pub struct Polling {
     pub batch: i32,
+    pub concurrency: usize,
     pub retry_after: Duration,
 }
 
 impl Polling {
-    /// The CRM queue: a whole Lambda batch, and invisible longer than the 15 s a slow
-    /// CRM may take, so a delivery in flight is not received (and POSTed) again.
-    pub const CRM: Polling = Polling { batch: 10, retry_after: Duration::from_secs(30) };
+    /// The CRM queue: whole Lambda batches, twenty at once, invisible longer than the
+    /// 15 s a slow CRM may take, so a delivery in flight is not received (and POSTed) again.
+    pub const CRM: Polling = Polling { batch: 10, concurrency: 20, retry_after: Duration::from_secs(30) };
 }
 
 impl Default for Polling {
     fn default() -> Self {
-        Self { batch: 5, retry_after: Duration::from_secs(10) }
+        Self { batch: 5, concurrency: 1, retry_after: Duration::from_secs(10) }
     }
 }
 
@@ -56,61 +59,87 @@ pub async fn crm_dispatcher(ctx: Arc<AppContext>, polling: Polling) {
         tracing::warn!("CRM_DELIVERY_QUEUE_URL is not set: CRM dispatcher not started");
         return;
     };
-    let http = match shared::deliveries::dispatch::http_client() {
-        Ok(http) => http,
+    let dispatcher = match shared::deliveries::dispatch::Dispatcher::new() {
+        Ok(dispatcher) => dispatcher,
         Err(e) => return tracing::error!(error = %e, "building the CRM HTTP client: CRM dispatcher not started"),
     };
-    consume(&ctx, &queue, "crm-delivery", polling, |event| crm_dispatcher::handler(&ctx, &http, event)).await
+    consume(&ctx, &queue, "crm-delivery", polling, |event| crm_dispatcher::handler(&ctx, &dispatcher, event)).await
 }
 
-/// The event source mapping itself: receive a batch, run `handler`, delete what it did
-/// not report as failed.
+/// The event source mapping itself: receive a batch, run `handler` (up to
+/// `polling.concurrency` batches at once), delete what it did not report as failed.
 async fn consume<F, Fut>(ctx: &AppContext, queue: &str, name: &str, polling: Polling, handler: F)
 where
     F: Fn(SqsEvent) -> Fut,
     Fut: std::future::Future<Output = SqsBatchResponse>,
 {
+    use futures::{StreamExt, stream::FuturesUnordered};
     let sqs = ctx.aws.sqs().clone();
     let arn = format!("arn:aws:sqs:local:000000000000:{name}");
-    loop {
-        let received = sqs
-            .receive_message()
+    let receive = || {
+        sqs.receive_message()
             .queue_url(queue)
             .max_number_of_messages(polling.batch)
             .wait_time_seconds(1)
             .visibility_timeout(polling.retry_after.as_secs().max(1) as i32)
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .send()
-            .await;
-        let messages = match received {
-            Ok(out) => out.messages.unwrap_or_default(),
-            Err(e) => {
-                tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), queue = name, "polling");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
+    };
+    let mut running = FuturesUnordered::new();
+    // A receive is never abandoned midway (its messages would stay invisible for the
+    // visibility timeout): it is polled to the end beside the running batches.
+    let mut receiving = None;
+    loop {
+        if receiving.is_none() && running.len() < polling.concurrency.max(1) {
+            receiving = Some(Box::pin(receive()));
+        }
+        tokio::select! {
+            Some(()) = running.next(), if !running.is_empty() => {}
+            received = async { receiving.as_mut().expect("guarded").await }, if receiving.is_some() => {
+                receiving = None;
+                let messages = match received {
+                    Ok(out) => out.messages.unwrap_or_default(),
+                    Err(e) => {
+                        tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), queue = name, "polling");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                if !messages.is_empty() {
+                    running.push(run_batch(&sqs, queue, name, &arn, messages, &handler));
+                }
             }
-        };
-        if messages.is_empty() {
-            continue;
         }
-        let handles: Vec<(String, String)> = messages
-            .iter()
-            .filter_map(|m| Some((m.message_id.clone()?, m.receipt_handle.clone()?)))
-            .collect();
-        let mut event = SqsEvent::default();
-        event.records = messages.into_iter().map(|m| record(m, &arn)).collect();
-        let response = handler(event).await;
-        let failed: HashSet<String> = response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect();
-        let done: Vec<DeleteMessageBatchRequestEntry> = handles
-            .into_iter()
-            .filter(|(id, _)| !failed.contains(id))
-            .filter_map(|(id, handle)| DeleteMessageBatchRequestEntry::builder().id(id).receipt_handle(handle).build().ok())
-            .collect();
-        if !done.is_empty()
-            && let Err(e) = sqs.delete_message_batch().queue_url(queue).set_entries(Some(done)).send().await
-        {
-            tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), queue = name, "deleting finished messages");
-        }
+    }
+}
+
+/// One invocation: the batch through `handler`, then the deletes.
+async fn run_batch<F, Fut>(
+    sqs: &aws_sdk_sqs::Client,
+    queue: &str,
+    name: &str,
+    arn: &str,
+    messages: Vec<aws_sdk_sqs::types::Message>,
+    handler: &F,
+) where
+    F: Fn(SqsEvent) -> Fut,
+    Fut: std::future::Future<Output = SqsBatchResponse>,
+{
+    let handles: Vec<(String, String)> =
+        messages.iter().filter_map(|m| Some((m.message_id.clone()?, m.receipt_handle.clone()?))).collect();
+    let mut event = SqsEvent::default();
+    event.records = messages.into_iter().map(|m| record(m, arn)).collect();
+    let response = handler(event).await;
+    let failed: HashSet<String> = response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect();
+    let done: Vec<DeleteMessageBatchRequestEntry> = handles
+        .into_iter()
+        .filter(|(id, _)| !failed.contains(id))
+        .filter_map(|(id, handle)| DeleteMessageBatchRequestEntry::builder().id(id).receipt_handle(handle).build().ok())
+        .collect();
+    if !done.is_empty()
+        && let Err(e) = sqs.delete_message_batch().queue_url(queue).set_entries(Some(done)).send().await
+    {
+        tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), queue = name, "deleting finished messages");
     }
 }
 

@@ -72,3 +72,45 @@ impl AwsClients {
         self.sqs.get_or_init(|| aws_sdk_sqs::Client::new(&self.sdk))
     }
 }
+
+/// A DynamoDB item (or key).
+pub type Item = std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>;
+
+/// Reads items of one or more tables in one `BatchGetItem` (at most 100 distinct
+/// keys; a key asked for twice is read once), strongly consistent, retrying what the
+/// store left unprocessed a bounded number of times. Answers in the order asked:
+/// `None` for a key with no item.
+pub async fn batch_get(db: &aws_sdk_dynamodb::Client, reads: &[(&str, Item)]) -> anyhow::Result<Vec<Option<Item>>> {
+    use std::collections::{HashMap, HashSet};
+
+    use aws_sdk_dynamodb::types::KeysAndAttributes;
+    let id = |table: &str, item: &Item| {
+        let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+        (table.to_owned(), text("pk"), text("sk"))
+    };
+    let mut asked = HashSet::new();
+    let mut pending: HashMap<String, Vec<Item>> = HashMap::new();
+    for (table, key) in reads {
+        if asked.insert(id(table, key)) {
+            pending.entry((*table).to_owned()).or_default().push(key.clone());
+        }
+    }
+    anyhow::ensure!(asked.len() <= 100, "BatchGetItem reads at most 100 keys");
+    let mut found = HashMap::new();
+    for _ in 0..5 {
+        if pending.is_empty() {
+            break;
+        }
+        let mut request = db.batch_get_item();
+        for (table, keys) in std::mem::take(&mut pending) {
+            request = request.request_items(table, KeysAndAttributes::builder().set_keys(Some(keys)).consistent_read(true).build()?);
+        }
+        let out = request.send().await.map_err(|e| anyhow::anyhow!(aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+        for (table, items) in out.responses.unwrap_or_default() {
+            found.extend(items.into_iter().map(|item| (id(&table, &item), item)));
+        }
+        pending = out.unprocessed_keys.unwrap_or_default().into_iter().map(|(table, k)| (table, k.keys)).collect();
+    }
+    anyhow::ensure!(pending.is_empty(), "the store kept leaving keys of a batch read unprocessed");
+    Ok(reads.iter().map(|(table, key)| found.get(&id(table, key)).cloned()).collect())
+}

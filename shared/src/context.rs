@@ -10,7 +10,7 @@ use crate::{
     providers::twilio::client::TwilioClient,
     calls::CallStore,
     config::Config,
-    deliveries::dispatch::DeliveryStore,
+    deliveries::store::DeliveryStore,
     departments::DepartmentStore,
     cursor::CursorSigner,
     edge::{self, ApiError},

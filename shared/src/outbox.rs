@@ -30,6 +30,10 @@ pub struct DeliveryJob {
     /// longer backoff is a chain of hops, each re-sent until this time has come.
     #[serde(default, with = "ts::option", skip_serializing_if = "Option::is_none")]
     pub not_before: Option<DateTime<Utc>>,
+    /// When this job first waited (a retry or a deferral): deferrals end with the
+    /// retry schedule's length.
+    #[serde(default, with = "ts::option", skip_serializing_if = "Option::is_none")]
+    pub since: Option<DateTime<Utc>>,
 }
 
 /// The fields of a committed event item that a job needs (its stream image).
@@ -60,6 +64,7 @@ where
         occurred_at: image.occurred_at,
         attempt: 0,
         not_before: None,
+        since: None,
     })
 }
 

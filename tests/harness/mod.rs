@@ -5,6 +5,8 @@
 //! started. Every DynamoDB request the app makes is counted by operation, so tests can
 //! assert store costs. Tests isolate themselves by creating their own tenants.
 
+pub mod crm;
+
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -148,7 +150,7 @@ impl TestApp {
         config.delivery_delay_scale = crm_delay_scale.unwrap_or(config.delivery_delay_scale);
         let ctx = Arc::new(AppContext::new(config, aws, Some(client)));
         let server = tokio::spawn(switchboard_infra::gateway::serve(listener, ctx.clone()));
-        let polling = Polling { batch: 5, retry_after: Duration::from_secs(1) };
+        let polling = Polling { batch: 5, concurrency: 1, retry_after: Duration::from_secs(1) };
         let mut workers = vec![tokio::spawn(switchboard_infra::workers::recording_fetcher(ctx.clone(), polling))];
         if crm_delay_scale.is_some() {
             workers.push(tokio::spawn(switchboard_infra::workers::crm_dispatcher(ctx.clone(), Polling::CRM)));

@@ -1,30 +1,63 @@
 //! `crm-dispatcher`: SQS consumer that POSTs each call event to its tenant's CRM.
-//! Every record of a batch is in flight at once, so one tenant's hanging CRM costs its
-//! own record at most the 15 s request timeout and delays no other tenant's. A retry is
-//! a new (delayed) message, so the record itself succeeds; only a store or queue error
-//! fails it (`ReportBatchItemFailures`), for the queue to redeliver.
+//! A batch is read from the store in one request, then every record of it is in
+//! flight at once. A retry or a deferral is a new (delayed) message, so the record
+//! itself succeeds; only a store or queue error fails it (`ReportBatchItemFailures`),
+//! for the queue to redeliver. How one tenant's silent CRM is kept from holding up the
+//! others: see `shared::deliveries::dispatch`.
 
-use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use shared::{
     AppContext,
-    deliveries::dispatch::{self, Outcome},
-    jobs,
+    deliveries::dispatch::{self, Dispatcher, Outcome},
     outbox::DeliveryJob,
 };
 
 pub const NAME: &str = "crm-dispatcher";
-/// The template's BatchSize: a whole batch in flight together.
-const CONCURRENCY: usize = 10;
 
-pub async fn handler(ctx: &AppContext, http: &reqwest::Client, event: SqsEvent) -> SqsBatchResponse {
-    jobs::process_batch(NAME, event, CONCURRENCY, |job| process(ctx, http, job)).await
+pub async fn handler(ctx: &AppContext, dispatcher: &Dispatcher, event: SqsEvent) -> SqsBatchResponse {
+    let mut failed = Vec::new();
+    let mut jobs = Vec::new();
+    for record in event.records {
+        let id = record.message_id.unwrap_or_default();
+        match serde_json::from_str::<DeliveryJob>(record.body.as_deref().unwrap_or("")) {
+            Ok(job) => jobs.push((id, job)),
+            Err(e) => {
+                tracing::error!(function = NAME, message_id = %id, error = %e, "malformed job");
+                failed.push(id);
+            }
+        }
+    }
+    let batch: Vec<DeliveryJob> = jobs.iter().map(|(_, job)| job.clone()).collect();
+    let outcomes = dispatcher.deliver_all(ctx, &batch, chrono::Utc::now()).await;
+    let follow_ups = jobs.into_iter().zip(outcomes).map(|((id, job), outcome)| async move {
+        match follow_up(ctx, &job, outcome).await {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::error!(function = NAME, message_id = %id, event_id = %job.event_id, error = format!("{e:#}"), "job failed");
+                Some(id)
+            }
+        }
+    });
+    failed.extend(futures::future::join_all(follow_ups).await.into_iter().flatten());
+    let mut response = SqsBatchResponse::default();
+    response.batch_item_failures = failed
+        .into_iter()
+        .map(|id| {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = id;
+            failure
+        })
+        .collect();
+    response
 }
 
-async fn process(ctx: &AppContext, http: &reqwest::Client, job: DeliveryJob) -> anyhow::Result<()> {
-    let outcome = dispatch::deliver(ctx, http, &job, chrono::Utc::now()).await?;
+/// Logs the outcome and queues what comes next: the retry's or the deferral's hop.
+async fn follow_up(ctx: &AppContext, job: &DeliveryJob, outcome: anyhow::Result<Outcome>) -> anyhow::Result<()> {
+    let outcome = outcome?;
     tracing::info!(tenant = %job.tenant_id, event_id = %job.event_id, attempt = job.attempt, outcome = ?outcome, "delivery");
-    if let Outcome::Retry { after, attempt } = outcome {
-        dispatch::schedule(ctx, &DeliveryJob { attempt, ..job }, after).await?;
+    match outcome {
+        Outcome::Retry { after, attempt } => dispatch::schedule(ctx, &DeliveryJob { attempt, ..job.clone() }, after).await,
+        Outcome::Deferred { after, .. } => dispatch::schedule(ctx, job, after).await,
+        _ => Ok(()),
     }
-    Ok(())
 }

@@ -4,7 +4,9 @@ use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
     let ctx = shared::AppContext::from_env().await?;
-    let http = shared::deliveries::dispatch::http_client()?;
-    run(service_fn(|event: LambdaEvent<_>| async { Ok::<_, Error>(crm_dispatcher::handler(&ctx, &http, event.payload).await) }))
-        .await
+    let dispatcher = shared::deliveries::dispatch::Dispatcher::new()?;
+    run(service_fn(|event: LambdaEvent<_>| async {
+        Ok::<_, Error>(crm_dispatcher::handler(&ctx, &dispatcher, event.payload).await)
+    }))
+    .await
 }

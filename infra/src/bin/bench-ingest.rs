@@ -11,8 +11,7 @@ use clap::Parser;
 use futures::{StreamExt, stream};
 use shared::{
     AppContext,
-    calls::{CallStatus, Direction, lifecycle::StatusReport},
-    phone::Address,
+    calls::{CallStatus, lifecycle::StatusReport},
     tenants::providers::{ProviderAccount, ProviderKind},
 };
 use switchboard_infra::{gateway, simulate::{self, CallScript, Caller}, twilio_fake};
@@ -43,27 +42,6 @@ fn summarize(mut latencies: Vec<Duration>, elapsed: Duration) -> Round {
     Round { per_sec: latencies.len() as f64 / elapsed.as_secs_f64(), p50_ms: pick(0.5), p99_ms: pick(0.99) }
 }
 
-fn reports(tenant: &shared::tenants::TenantId, account: &str, script: &CallScript) -> Vec<StatusReport> {
-    script
-        .timeline()
-        .into_iter()
-        .enumerate()
-        .map(|(sequence, (status, at))| StatusReport {
-            tenant_id: tenant.clone(),
-            provider: "twilio",
-            account: account.to_owned(),
-            provider_call_sid: script.call_sid.clone(),
-            status,
-            occurred_at: at,
-            direction: Direction::Inbound,
-            from: Address::parse(&script.from).expect("valid"),
-            to: Address::parse(&script.to).expect("valid"),
-            caller_name: script.caller_name.clone(),
-            duration_seconds: status.is_terminal().then_some(script.talk_seconds),
-            sequence: Some(sequence as u32),
-        })
-        .collect()
-}
 
 fn scripts(n: usize) -> Vec<CallScript> {
     let mut rng = rand::rng();
@@ -113,7 +91,7 @@ async fn main() -> anyhow::Result<()> {
     for _ in 0..args.rounds {
         // Raw: the state machine's transaction, called directly.
         let work: Vec<StatusReport> =
-            scripts(args.calls).iter().flat_map(|s| reports(&tenant.tenant_id, &account_sid, s)).collect();
+            scripts(args.calls).iter().flat_map(|s| s.status_reports(&tenant.tenant_id, &account_sid)).collect();
         let started = Instant::now();
         let latencies: Vec<Duration> = stream::iter(work)
             .map(|report| {

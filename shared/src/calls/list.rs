@@ -126,14 +126,14 @@ fn valid_department(raw: &str) -> bool {
     raw.len() <= 64 && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-enum Bound {
+pub enum Bound {
     Start,
     End,
 }
 
 /// ISO 8601: a full timestamp with offset, or a date (a whole day: its first instant for
 /// `start_date`, its last for `end_date`).
-fn parse_date(field: &str, raw: &str, bound: Bound) -> Result<DateTime<Utc>, ApiError> {
+pub fn parse_date(field: &str, raw: &str, bound: Bound) -> Result<DateTime<Utc>, ApiError> {
     if let Ok(t) = DateTime::parse_from_rfc3339(raw) {
         return Ok(t.with_timezone(&Utc));
     }

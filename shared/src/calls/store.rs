@@ -351,6 +351,24 @@ impl CallStore {
         Ok(())
     }
 
+    /// The read of a batch that wants the call item.
+    pub fn read_call(&self, tenant: &TenantId, call_id: &str) -> (&str, Item) {
+        let key = HashMap::from([
+            ("pk".to_owned(), AttributeValue::S(call_pk(tenant, call_id))),
+            ("sk".to_owned(), AttributeValue::S(CALL_SK.into())),
+        ]);
+        (&self.table, key)
+    }
+
+    /// The read of a batch that wants one timeline entry (by what a delivery job carries).
+    pub fn read_event(&self, tenant: &TenantId, call_id: &str, occurred_at: &DateTime<Utc>, event_id: &str) -> (&str, Item) {
+        let key = HashMap::from([
+            ("pk".to_owned(), AttributeValue::S(call_pk(tenant, call_id))),
+            ("sk".to_owned(), AttributeValue::S(event_key(occurred_at, event_id))),
+        ]);
+        (&self.table, key)
+    }
+
     /// Just the call item (no timeline): one GetItem.
     pub async fn get(&self, tenant: &TenantId, call_id: &str) -> anyhow::Result<Option<Call>> {
         let out = self

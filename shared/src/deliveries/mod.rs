@@ -8,7 +8,9 @@
 
 pub mod dispatch;
 pub mod payload;
+pub mod inspect;
 pub mod signing;
+pub mod store;
 
 pub use payload::{CallWebhook, NotDeliverable, WebhookEvent};
 pub use signing::{

@@ -85,6 +85,15 @@ impl TenantStore {
         Ok(tenant)
     }
 
+    /// The read of a batch that wants the tenant's profile.
+    pub fn read(&self, tenant_id: &TenantId) -> (&str, crate::aws::Item) {
+        let key = std::collections::HashMap::from([
+            ("pk".to_owned(), AttributeValue::S(tenant_pk(tenant_id))),
+            ("sk".to_owned(), AttributeValue::S(PROFILE_SK.into())),
+        ]);
+        (&self.table, key)
+    }
+
     pub async fn get(&self, tenant_id: &TenantId) -> anyhow::Result<Option<Tenant>> {
         let out = self
             .db

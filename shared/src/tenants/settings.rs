@@ -15,6 +15,7 @@ use std::{collections::HashMap, ops::RangeInclusive};
 
 use anyhow::Context;
 use aws_sdk_dynamodb::{Client, types::AttributeValue};
+use aws_sdk_dynamodb::error::ProvideErrorMetadata as _;
 use chrono::{DateTime, TimeDelta, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -83,8 +84,23 @@ pub struct CallSettingsRecord {
     /// The secret `crm_webhook_secret` replaced, still signing until it expires.
     pub previous_secret: Option<WebhookSecret>,
     pub previous_secret_expires_at: Option<DateTime<Utc>>,
+    /// The dispatcher's circuit breaker for the webhook endpoint.
+    pub pause: WebhookPause,
     /// The stored version this record was read at (0: never written with one).
     version: u64,
+}
+
+/// A webhook endpoint that stopped answering is paused: its deliveries wait instead of
+/// each spending the request timeout. After `until` one delivery probes it (the one
+/// that claims `probe_until`); an answer resumes it, another silence pauses it for
+/// twice as long. Any settings change resumes it (the tenant may have fixed it).
+/// Kept outside `version`: the breaker never makes a tenant's PUT fail.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WebhookPause {
+    pub until: Option<DateTime<Utc>>,
+    /// The current pause's length, doubled by each failed probe.
+    pub window: Option<std::time::Duration>,
+    pub probe_until: Option<DateTime<Utc>>,
 }
 
 impl CallSettingsRecord {
@@ -104,6 +120,7 @@ impl CallSettingsRecord {
             crm_webhook_secret_set: self.crm_webhook_secret.is_some(),
             crm_webhook_secret_set_at: self.crm_webhook_secret_set_at,
             previous_secret_valid_until: self.previous_secret_valid_until(now),
+            crm_webhook_paused_until: self.pause.until.filter(|until| now < *until),
         }
     }
 
@@ -189,6 +206,10 @@ pub struct SettingsView<'a> {
     /// Until when the replaced secret still signs; `null` outside a rotation.
     #[serde(with = "ts::option")]
     previous_secret_valid_until: Option<DateTime<Utc>>,
+    /// Set while deliveries wait because the endpoint stopped answering (see
+    /// `WebhookPause`); a PUT resumes them.
+    #[serde(with = "ts::option")]
+    crm_webhook_paused_until: Option<DateTime<Utc>>,
 }
 
 /// A PUT body: every field optional; unknown fields are refused (a misspelt
@@ -378,9 +399,30 @@ struct StoredCredentials {
     previous_secret: Option<SecretString>,
     #[serde(default, with = "ts::option")]
     previous_secret_expires_at: Option<DateTime<Utc>>,
+    /// Unix milliseconds (numbers, so conditions compare them).
+    crm_paused_until_ms: Option<i64>,
+    crm_pause_secs: Option<u64>,
+    crm_probe_until_ms: Option<i64>,
 }
 
 const SETTINGS_SK: &str = "SETTINGS";
+
+fn number(n: impl ToString) -> AttributeValue {
+    AttributeValue::N(n.to_string())
+}
+
+/// Whether a conditional write was applied: `false` when its condition did not hold
+/// (for these writes, nothing was left to do).
+fn condition_held<E>(result: Result<(), aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>>) -> anyhow::Result<bool>
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match result {
+        Ok(()) => Ok(true),
+        Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct SettingsStore {
@@ -402,7 +444,21 @@ impl SettingsStore {
     /// The settings with the webhook credentials. Strongly consistent: a rotation signs
     /// from the next delivery on, and a change is based on the version it is checked against.
     pub async fn get_record(&self, tenant: &TenantId) -> anyhow::Result<CallSettingsRecord> {
-        let Some(item) = self.item(tenant, true).await? else { return Ok(CallSettingsRecord::default()) };
+        Self::record(self.item(tenant, true).await?)
+    }
+
+    /// The read of a batch that wants the settings record (decoded by [`Self::record`]).
+    pub fn read(&self, tenant: &TenantId) -> (&str, Item) {
+        let key = HashMap::from([
+            ("pk".to_owned(), AttributeValue::S(tenant_pk(tenant))),
+            ("sk".to_owned(), AttributeValue::S(SETTINGS_SK.into())),
+        ]);
+        (&self.table, key)
+    }
+
+    /// The record a stored item holds (the defaults when there is none).
+    pub fn record(item: Option<Item>) -> anyhow::Result<CallSettingsRecord> {
+        let Some(item) = item else { return Ok(CallSettingsRecord::default()) };
         let settings = serde_dynamo::from_item(item.clone()).context("decoding call settings")?;
         let stored: StoredCredentials = serde_dynamo::from_item(item).context("decoding webhook credentials")?;
         let secret = |text: Option<SecretString>| {
@@ -418,6 +474,11 @@ impl SettingsStore {
             crm_webhook_secret_set_at: stored.crm_webhook_secret_set_at,
             previous_secret: secret(stored.previous_secret)?,
             previous_secret_expires_at: stored.previous_secret_expires_at,
+            pause: WebhookPause {
+                until: stored.crm_paused_until_ms.and_then(DateTime::from_timestamp_millis),
+                window: stored.crm_pause_secs.map(std::time::Duration::from_secs),
+                probe_until: stored.crm_probe_until_ms.and_then(DateTime::from_timestamp_millis),
+            },
             version: stored.version,
         })
     }
@@ -465,11 +526,72 @@ impl SettingsStore {
             .expression_attribute_values(":url", AttributeValue::S(gone_url.to_owned()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        condition_held(result.map(drop))
+    }
+
+    /// Pauses the webhook at `url` until `until` for `window` (see [`WebhookPause`]),
+    /// unless the URL changed meanwhile.
+    pub async fn pause_webhook(
+        &self,
+        tenant: &TenantId,
+        url: &str,
+        until: DateTime<Utc>,
+        window: std::time::Duration,
+    ) -> anyhow::Result<()> {
+        let result = self
+            .settings_update(tenant)
+            .update_expression("SET crm_paused_until_ms = :until, crm_pause_secs = :window REMOVE crm_probe_until_ms")
+            .condition_expression("crm_webhook_url = :url")
+            .expression_attribute_values(":until", number(until.timestamp_millis()))
+            .expression_attribute_values(":window", number(window.as_secs().max(1)))
+            .expression_attribute_values(":url", AttributeValue::S(url.to_owned()))
+            .send()
+            .await;
+        condition_held(result.map(drop)).map(drop)
+    }
+
+    /// Claims the probe of a pause that has run out: true for exactly one caller per
+    /// `lease` (the probe's longest possible request), so one delivery tests the
+    /// endpoint while the others keep waiting.
+    pub async fn claim_probe(
+        &self,
+        tenant: &TenantId,
+        paused_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+        lease: std::time::Duration,
+    ) -> anyhow::Result<bool> {
+        let lease_until = now + lease;
+        let result = self
+            .settings_update(tenant)
+            .update_expression("SET crm_probe_until_ms = :lease")
+            .condition_expression(
+                "crm_paused_until_ms = :until AND (attribute_not_exists(crm_probe_until_ms) OR crm_probe_until_ms < :now)",
+            )
+            .expression_attribute_values(":lease", number(lease_until.timestamp_millis()))
+            .expression_attribute_values(":until", number(paused_until.timestamp_millis()))
+            .expression_attribute_values(":now", number(now.timestamp_millis()))
+            .send()
+            .await;
+        condition_held(result.map(drop))
+    }
+
+    /// Ends a pause: the endpoint answered.
+    pub async fn resume_webhook(&self, tenant: &TenantId) -> anyhow::Result<()> {
+        let result = self
+            .settings_update(tenant)
+            .update_expression("REMOVE crm_paused_until_ms, crm_pause_secs, crm_probe_until_ms")
+            .condition_expression("attribute_exists(crm_paused_until_ms)")
+            .send()
+            .await;
+        condition_held(result.map(drop)).map(drop)
+    }
+
+    fn settings_update(&self, tenant: &TenantId) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.db
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(tenant_pk(tenant)))
+            .key("sk", AttributeValue::S(SETTINGS_SK.into()))
     }
 
     async fn item(&self, tenant: &TenantId, consistent: bool) -> anyhow::Result<Option<Item>> {
