@@ -231,7 +231,8 @@ impl Dispatcher {
                 (Some(status), retry_after, excerpt, error, false)
             }
             Err(e) if e.is_timeout() => (None, None, String::new(), Some("timed out".to_owned()), true),
-            Err(e) => (None, None, String::new(), Some(error_chain(&e)), false),
+            // Without the URL: the tenant knows it, and it may carry a token of theirs.
+            Err(e) => (None, None, String::new(), Some(error_chain(&e.without_url())), false),
         };
         drop(slot);
         let attempt = DeliveryAttempt {
