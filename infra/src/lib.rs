@@ -3,6 +3,7 @@
 
 pub mod demo;
 pub mod gateway;
+pub mod loopback;
 pub mod migrate;
 pub mod simulate;
 pub mod workers;

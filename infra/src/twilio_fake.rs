@@ -11,7 +11,6 @@
 
 use std::{
     collections::HashMap,
-    convert::Infallible,
     io,
     net::SocketAddr,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
@@ -25,14 +24,11 @@ use hyper::{
     HeaderMap, Method, Request, Response, StatusCode,
     body::Incoming,
     header::{self, HeaderValue},
-    server::conn::http1,
-    service::service_fn,
 };
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::{
     net::TcpListener,
-    task::{JoinHandle, JoinSet},
+    task::JoinHandle,
 };
 
 const API_PREFIX: &str = "/2010-04-01/Accounts/";
@@ -84,7 +80,11 @@ impl TwilioFake {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(Mutex::new(State { accounts: accounts.into_iter().collect(), ..State::default() }));
-        let server = tokio::spawn(serve(listener, state.clone()));
+        let shared = state.clone();
+        let server = tokio::spawn(crate::loopback::serve(listener, move |req| {
+            let state = shared.clone();
+            async move { handle(&state, req).await }
+        }));
         Ok(Self { addr, state, server })
     }
 
@@ -208,22 +208,6 @@ struct State {
     participants: HashMap<(String, String), Value>,
     /// (Account SID, Recording SID) → media.
     recordings: HashMap<(String, String), Recording>,
-}
-
-async fn serve(listener: TcpListener, state: Arc<Mutex<State>>) {
-    // Connections live in this set, so aborting the server task closes them too.
-    let mut connections = JoinSet::new();
-    while let Ok((stream, _)) = listener.accept().await {
-        while connections.try_join_next().is_some() {}
-        let state = state.clone();
-        connections.spawn(async move {
-            let service = service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, req).await) }
-            });
-            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-        });
-    }
 }
 
 async fn handle(state: &Mutex<State>, req: Request<Incoming>) -> Reply {

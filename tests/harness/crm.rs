@@ -4,15 +4,13 @@
 
 use std::{
     collections::HashMap,
-    convert::Infallible,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::{Request, Response, StatusCode, body::Incoming, server::conn::http1, service::service_fn};
-use hyper_util::rt::TokioIo;
+use hyper::{Request, Response, StatusCode, body::Incoming};
 use rand::SeedableRng;
 use serde_json::json;
 use shared::{
@@ -72,19 +70,10 @@ impl Crm {
         let url = format!("http://{}/hooks/calls", listener.local_addr().unwrap());
         let seen = Arc::new(Mutex::new(Seen::default()));
         let state = seen.clone();
-        let server = tokio::spawn(async move {
-            let mut connections = tokio::task::JoinSet::new();
-            while let Ok((stream, _)) = listener.accept().await {
-                let state = state.clone();
-                connections.spawn(async move {
-                    let service = service_fn(move |req| {
-                        let state = state.clone();
-                        async move { Ok::<_, Infallible>(receive(&state, answer, req).await) }
-                    });
-                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-                });
-            }
-        });
+        let server = tokio::spawn(switchboard_infra::loopback::serve(listener, move |req| {
+            let state = state.clone();
+            async move { receive(&state, answer, req).await }
+        }));
         Crm { url, seen, server }
     }
 

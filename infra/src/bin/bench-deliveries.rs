@@ -8,7 +8,6 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    convert::Infallible,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -19,8 +18,7 @@ use chrono::{DateTime, Utc};
 use clap::Parser;
 use futures::{StreamExt, stream};
 use http_body_util::{BodyExt, Full};
-use hyper::{Request, Response, body::Incoming, server::conn::http1, service::service_fn};
-use hyper_util::rt::TokioIo;
+use hyper::{Request, Response, body::Incoming};
 use shared::{
     AppContext,
     calls::{CallStatus, lifecycle::{Applied, StatusReport}},
@@ -75,19 +73,10 @@ impl Crm {
         let url = format!("http://{}/hooks/calls", listener.local_addr()?);
         let seen = Arc::new(Mutex::new(Seen::default()));
         let state = seen.clone();
-        let server = tokio::spawn(async move {
-            let mut connections = tokio::task::JoinSet::new();
-            while let Ok((stream, _)) = listener.accept().await {
-                let state = state.clone();
-                connections.spawn(async move {
-                    let service = service_fn(move |req| {
-                        let state = state.clone();
-                        async move { Ok::<_, Infallible>(receive(&state, req).await) }
-                    });
-                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-                });
-            }
-        });
+        let server = tokio::spawn(switchboard_infra::loopback::serve(listener, move |req| {
+            let state = state.clone();
+            async move { receive(&state, req).await }
+        }));
         Ok(Crm { url, seen, server })
     }
 
