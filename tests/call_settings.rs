@@ -35,7 +35,10 @@ async fn a_new_tenant_reads_the_defaults() {
     assert_eq!(settings["transcription_enabled"], false);
     assert_eq!(settings["retention_days"], 90);
     assert_eq!(settings["crm_webhook_url"], Value::Null);
-    assert_eq!(settings["crm_webhook_events"], json!(["call.status_update", "call.recording_available"]));
+    assert_eq!(
+        settings["crm_webhook_events"],
+        json!(["call.status_update", "call.recording_available", "call.supervisor_action"])
+    );
     assert_eq!(settings["crm_webhook_enabled"], true);
     assert_eq!(settings["crm_webhook_token_set"], false);
     assert_eq!(settings["crm_webhook_secret_set"], false);

@@ -1,5 +1,6 @@
 use rand::SeedableRng;
 use shared::{
+    agents::AgentInput,
     calls::lifecycle::call_id_for,
     departments::{Department, DepartmentInput},
 };
@@ -16,7 +17,6 @@ async fn department(app: &TestApp, tenant: &TestTenant, extra: serde_json::Value
         "timezone": "Europe/Berlin",
         "max_wait_time": 60,
         "after_hours_action": "voicemail",
-        "default_agent": { "id": AGENT, "full_name": "Maya Patel", "phone": "+14155550123" }
     });
     body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
     let input: DepartmentInput = serde_json::from_value(body).unwrap();
@@ -25,12 +25,27 @@ async fn department(app: &TestApp, tenant: &TestTenant, extra: serde_json::Value
     department
 }
 
+/// Maya, available in `department`.
+async fn hire_maya(app: &TestApp, tenant: &TestTenant, department: &Department) {
+    let input: AgentInput = serde_json::from_value(serde_json::json!({
+        "name": "Maya Patel",
+        "phone": "+14155550123",
+        "departments": [department.queue_id],
+        "state": "available",
+    }))
+    .unwrap();
+    let mut agent = input.validate().unwrap().create(tenant.id.clone(), chrono::Utc::now()).unwrap();
+    agent.agent_id = AGENT.into();
+    app.ctx.agents.save(&agent, None, "state_change").await.unwrap();
+}
+
 #[tokio::test]
 async fn inbound_call_joins_its_departments_conference_and_the_agent_is_rung_once() {
     let app = TestApp::spawn().await;
     let tenant = app.tenant("voice").await;
     let account = app.twilio_account(&tenant.id).await;
     let department = department(&app, &tenant, serde_json::json!({})).await;
+    hire_maya(&app, &tenant, &department).await;
     let caller = app.caller(&account);
     let script = CallScript::random(LINE, &mut rand::rngs::StdRng::seed_from_u64(1)).placed_now();
     let voice = simulate::callbacks(&account.account_sid, &script).remove(0);

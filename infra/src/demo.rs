@@ -125,7 +125,8 @@ pub fn call(tenant: &TenantId, started_at: DateTime<Utc>, rng: &mut impl Rng) ->
     (call, events)
 }
 
-/// The demo's "sales" department: owns the demo line, always open, rings Maya.
+/// The demo's "sales" department: owns the demo line, always open, its agents rung
+/// round-robin.
 pub fn department(tenant: &TenantId, now: DateTime<Utc>) -> anyhow::Result<shared::departments::Department> {
     let input: shared::departments::DepartmentInput = serde_json::from_value(serde_json::json!({
         "name": "sales",
@@ -135,9 +136,35 @@ pub fn department(tenant: &TenantId, now: DateTime<Utc>) -> anyhow::Result<share
         "timezone": "America/New_York",
         "max_wait_time": 300,
         "after_hours_action": "voicemail",
-        "default_agent": { "id": AGENTS[0].0, "full_name": AGENTS[0].1, "email": AGENTS[0].2, "client_identity": "maya" }
     }))?;
     input.validate().and_then(|changes| changes.create(tenant.clone(), now)).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// The demo's agents, all in `department`: Maya on her softphone (client `maya`) and
+/// available, the others on their phones, one available, one away, one offline.
+pub fn agents(department: &shared::departments::Department, now: DateTime<Utc>) -> anyhow::Result<Vec<shared::agents::Agent>> {
+    let states = ["available", "available", "away", "offline"];
+    AGENTS
+        .iter()
+        .zip(states)
+        .enumerate()
+        .map(|(i, ((id, name, email), state))| {
+            let mut body = serde_json::json!({
+                "name": name, "email": email, "phone": format!("+1415555{:04}", 201 + i),
+                "departments": [department.queue_id], "state": state,
+            });
+            if i == 0 {
+                body["client_identity"] = "maya".into();
+            }
+            let input: shared::agents::AgentInput = serde_json::from_value(body)?;
+            let mut agent = input
+                .validate()
+                .and_then(|changes| changes.create(department.tenant_id.clone(), now))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            agent.agent_id = (*id).to_owned();
+            Ok(agent)
+        })
+        .collect()
 }
 
 /// `count` calls spread over the last 30 days, newest within the last hour.

@@ -26,6 +26,10 @@ pub const FUNCTIONS: &[&str] = &[
     api_call_events::NAME,
     api_call_settings::NAME,
     api_webhook_deliveries::NAME,
+    api_calls_admin_action::NAME,
+    api_calls_monitor::NAME,
+    api_agents_manage::NAME,
+    api_departments_manage::NAME,
     webhook_twilio::NAME,
 ];
 
@@ -38,6 +42,10 @@ async fn dispatch(ctx: &AppContext, name: &str, req: Request) -> Response<Body> 
         api_call_events::NAME => api_call_events::handler(ctx, req).await,
         api_call_settings::NAME => api_call_settings::handler(ctx, req).await,
         api_webhook_deliveries::NAME => api_webhook_deliveries::handler(ctx, req).await,
+        api_calls_admin_action::NAME => api_calls_admin_action::handler(ctx, req).await,
+        api_calls_monitor::NAME => api_calls_monitor::handler(ctx, req).await,
+        api_agents_manage::NAME => api_agents_manage::handler(ctx, req).await,
+        api_departments_manage::NAME => api_departments_manage::handler(ctx, req).await,
         webhook_twilio::NAME => webhook_twilio::handler(ctx, req).await,
         _ => {
             let name = name.to_owned();

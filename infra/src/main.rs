@@ -251,9 +251,18 @@ async fn main() -> anyhow::Result<()> {
             ctx.tenants.get(&tenant).await?.with_context(|| format!("no tenant {tenant}"))?;
             let batch = demo::calls(&tenant, calls, chrono::Utc::now());
             ctx.calls.insert_many(&batch).await?;
-            let department = demo::department(&tenant, chrono::Utc::now())?;
-            if ctx.departments.by_number(&tenant, &department.phone_number).await?.is_none() {
-                ctx.departments.put(&department, None).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            let department = match ctx.departments.by_number(&tenant, &demo::department(&tenant, chrono::Utc::now())?.phone_number).await? {
+                Some(existing) => existing,
+                None => {
+                    let department = demo::department(&tenant, chrono::Utc::now())?;
+                    ctx.departments.put(&department, None).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                    department
+                }
+            };
+            for agent in demo::agents(&department, chrono::Utc::now())? {
+                if ctx.agents.get(&tenant, &agent.agent_id).await?.is_none() {
+                    ctx.agents.save(&agent, None, "state_change").await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                }
             }
             let agents: Vec<_> = demo::AGENTS.iter().map(|(id, name, _)| json!({"id": id, "full_name": name})).collect();
             print(json!({

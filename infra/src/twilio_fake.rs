@@ -5,9 +5,10 @@
 //! exactly what Twilio would have received.
 //!
 //! It serves what Switchboard calls: create and update Calls, create, update and delete
-//! conference Participants (any conference SID is taken as existing), and Recording
-//! media registered by the test (served as registered, never transcoded). It keeps just
-//! enough state to answer like Twilio, and never dials anyone or sends webhooks.
+//! conference Participants (any conference SID is taken as existing; participants that
+//! joined by TwiML are registered by the test), and Recording media registered by the
+//! test (served as registered, never transcoded). It keeps just enough state to answer
+//! like Twilio, and never dials anyone or sends webhooks.
 
 use std::{
     collections::HashMap,
@@ -109,6 +110,20 @@ impl TwilioFake {
             "uri": format!("{API_PREFIX}{account_sid}/Calls/{call_sid}.json"),
         });
         self.lock().calls.insert(call_sid.to_owned(), call);
+    }
+
+    /// Registers a participant that joined a conference by TwiML (`<Dial><Conference>`),
+    /// as Twilio would know it, so the REST API can act on it: update, coach, remove it.
+    pub fn add_participant(&self, account_sid: &str, conference_sid: &str, call_sid: &str, label: Option<&str>) {
+        let now = now();
+        let participant = json!({
+            "account_sid": account_sid, "call_sid": call_sid, "label": label, "call_sid_to_coach": null,
+            "coaching": false, "conference_sid": conference_sid, "date_created": now, "date_updated": now,
+            "end_conference_on_exit": false, "muted": false, "hold": false, "start_conference_on_enter": true,
+            "status": "connected",
+            "uri": format!("{API_PREFIX}{account_sid}/Conferences/{conference_sid}/Participants/{call_sid}.json"),
+        });
+        self.lock().participants.insert((conference_sid.to_owned(), call_sid.to_owned()), participant);
     }
 
     /// Accepts another account's credentials from now on.
@@ -360,6 +375,7 @@ impl State {
         required(params, "To", 21201, "No 'To' number is specified")?;
         required(params, "From", 21213, "No 'From' number is specified")?;
         check_status_callback_events(params)?;
+        self.check_coaching(conference, first(params, "Coaching"), first(params, "CallSidToCoach"))?;
         let call_sid = sid("CA");
         let now = now();
         let param = |key| first(params, key);
@@ -388,6 +404,13 @@ impl State {
         params: &[(String, String)],
         path: &str,
     ) -> Result<Reply, TwilioApiError> {
+        let coaching_already = self.participant(account, conference, call).ok_or_else(|| not_found(path))?
+            ["call_sid_to_coach"]
+            .is_string();
+        let coached = first(params, "CallSidToCoach");
+        if coached.is_some() || !coaching_already {
+            self.check_coaching(conference, first(params, "Coaching"), coached)?;
+        }
         let participant = self.participant(account, conference, call).ok_or_else(|| not_found(path))?;
         for (key, field) in [
             ("Muted", "muted"),
@@ -410,6 +433,33 @@ impl State {
         }
         participant["date_updated"] = json!(now());
         Ok(json_reply(StatusCode::OK, participant))
+    }
+
+    /// Twilio: `coaching=true` needs `call_sid_to_coach`, and the coached call must be in
+    /// the conference (error 16028). The fake knows a conference's participants only once
+    /// one is created or registered in it, so an unknown conference takes any call.
+    fn check_coaching(
+        &self,
+        conference: &str,
+        coaching: Option<&str>,
+        coached: Option<&str>,
+    ) -> Result<(), TwilioApiError> {
+        if coaching.is_some_and(is_true) && coached.is_none_or(str::is_empty) {
+            // Twilio documents the rule without a dedicated code; the fake uses its generic 20001.
+            let message = "CallSidToCoach is required when Coaching is true";
+            return Err(TwilioApiError::new(StatusCode::BAD_REQUEST, 20001, message));
+        }
+        let known = self.participants.keys().any(|(c, _)| c == conference);
+        if let Some(coached) = coached.filter(|_| known && coaching.is_none_or(is_true))
+            && !self.participants.contains_key(&(conference.to_owned(), coached.to_owned()))
+        {
+            return Err(TwilioApiError::new(
+                StatusCode::BAD_REQUEST,
+                16028,
+                "Participant to be whispered is not present in the conference",
+            ));
+        }
+        Ok(())
     }
 
     fn participant(&mut self, account: &str, conference: &str, call: &str) -> Option<&mut Value> {
@@ -769,6 +819,48 @@ mod tests {
         assert_eq!(
             (&requests[3].method, requests[3].path.as_str(), requests[3].params.is_empty()),
             (&Method::DELETE, this_one.as_str(), true)
+        );
+    }
+
+    #[tokio::test]
+    async fn coaching_needs_a_coached_call_that_is_in_the_conference() {
+        let h = harness().await;
+        let conference = sid("CF");
+        let (customer_call, agent_call) = (sid("CA"), sid("CA"));
+        h.fake.add_participant(&h.creds.account_sid, &conference, &customer_call, Some("customer"));
+        h.fake.add_participant(&h.creds.account_sid, &conference, &agent_call, Some("agent"));
+        let post = |form: &[(&str, &str)]| {
+            let url = format!(
+                "{}/2010-04-01/Accounts/{}/Conferences/{conference}/Participants.json",
+                h.fake.base_url(),
+                h.creds.account_sid
+            );
+            reqwest::Client::new().post(url).basic_auth(&h.creds.account_sid, Some(TOKEN)).form(form).send()
+        };
+
+        let coaching_nobody = [("From", "+14155550199"), ("To", "client:supervisor-7"), ("Coaching", "true")];
+        let reply = post(&coaching_nobody).await.unwrap();
+        assert_eq!(reply.status().as_u16(), 400);
+        assert_eq!(reply.json::<Value>().await.unwrap()["code"], 20001);
+        let no_from = post(&[("To", "client:supervisor-7")]).await.unwrap();
+        assert_eq!(no_from.json::<Value>().await.unwrap()["code"], 21213);
+
+        let supervisor = |coached: &str| CreateParticipant {
+            coaching: Some(Coaching::Start { call_sid_to_coach: coached.to_owned() }),
+            ..CreateParticipant::new("+14155550199", "client:supervisor-7")
+        };
+        assert_eq!(
+            api_error(h.client.create_participant(&h.creds, &conference, &supervisor(&sid("CA"))).await),
+            (400, Some(16028))
+        );
+        let joined = h.client.create_participant(&h.creds, &conference, &supervisor(&agent_call)).await.unwrap();
+        assert_eq!(joined.call_sid_to_coach.as_deref(), Some(agent_call.as_str()));
+
+        // A participant that joined by TwiML can be removed; removing it again is a 404.
+        h.client.delete_participant(&h.creds, &conference, &customer_call).await.unwrap();
+        assert_eq!(
+            api_error(h.client.delete_participant(&h.creds, &conference, &customer_call).await),
+            (404, Some(20404))
         );
     }
 

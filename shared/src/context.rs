@@ -5,6 +5,7 @@ use http::{HeaderName, HeaderValue};
 use lambda_http::Request;
 
 use crate::{
+    agents::{AgentStore, QueueStore},
     audit::AuditLog,
     aws::AwsClients,
     providers::twilio::client::TwilioClient,
@@ -26,6 +27,8 @@ pub struct AppContext {
     pub calls: CallStore,
     pub providers: ProviderStore,
     pub departments: DepartmentStore,
+    pub agents: AgentStore,
+    pub queue: QueueStore,
     pub settings: SettingsStore,
     pub deliveries: DeliveryStore,
     pub audit: AuditLog,
@@ -48,6 +51,8 @@ impl AppContext {
         Self {
             providers: ProviderStore::new(aws.dynamodb.clone(), &config.tenants_table),
             departments: DepartmentStore::new(aws.dynamodb.clone(), &config.tenants_table),
+            agents: AgentStore::new(aws.dynamodb.clone(), &config.tenants_table),
+            queue: QueueStore::new(aws.dynamodb.clone(), &config.tenants_table),
             settings: SettingsStore::new(aws.dynamodb.clone(), &config.tenants_table),
             deliveries: DeliveryStore::new(aws.dynamodb.clone(), &config.tenants_table),
             audit: AuditLog::new(aws.dynamodb.clone(), &config.tenants_table),
@@ -72,6 +77,11 @@ impl AppContext {
     /// Checks `x-api-key`, counts the request against the key's hourly limit, and
     /// requires `scope`: 401 unknown/revoked, 429 over the limit, 403 missing scope.
     pub async fn authorize(&self, req: &Request, scope: Scope) -> Result<Principal, ApiError> {
+        self.authorize_any(req, &[scope]).await
+    }
+
+    /// [`Self::authorize`] for a request that any one of `scopes` allows.
+    pub async fn authorize_any(&self, req: &Request, scopes: &[Scope]) -> Result<Principal, ApiError> {
         let presented = req.headers().get("x-api-key").and_then(|v| v.to_str().ok());
         let principal = match self.keys.authenticate(presented, Utc::now()).await {
             Ok(p) => p,
@@ -87,8 +97,9 @@ impl AppContext {
         };
         edge::record_tenant(principal.tenant_id.as_str());
         rate_headers(&principal.rate);
-        if !principal.has(scope) {
-            return Err(ApiError::Forbidden(format!("this API key lacks the '{}' scope", scope.as_str())));
+        if !scopes.iter().any(|s| principal.has(*s)) {
+            let names: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
+            return Err(ApiError::Forbidden(format!("this API key lacks the '{}' scope", names.join("' or '"))));
         }
         Ok(principal)
     }

@@ -149,9 +149,13 @@ pub fn query_params(req: &Request, known: &[&str]) -> Result<HashMap<String, Str
     let mut params = HashMap::with_capacity(pairs.len());
     for (name, value) in pairs {
         if !known.contains(&name.as_str()) {
+            let expected = match known {
+                [] => "this endpoint takes no query parameters".to_owned(),
+                _ => format!("expected one of: {}", known.join(", ")),
+            };
             return Err(ApiError::invalid(
                 clip(&name, 64),
-                format!("unknown query parameter '{}'; expected one of: {}", clip(&name, 64), known.join(", ")),
+                format!("unknown query parameter '{}'; {expected}", clip(&name, 64)),
             ));
         }
         if params.insert(name.clone(), value).is_some() {

@@ -4,6 +4,7 @@
 //! them (`config`, `telemetry`, `aws`, `edge`, `cursor`). Functions stay thin:
 //! parse → authorize → one call in here → respond.
 
+pub mod agents;
 pub mod audit;
 pub mod aws;
 pub mod calls;
@@ -18,6 +19,7 @@ pub mod outbox;
 pub mod phone;
 pub mod providers;
 pub mod recordings;
+pub mod supervision;
 pub mod telemetry;
 pub mod tenants;
 

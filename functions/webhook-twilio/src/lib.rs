@@ -12,7 +12,7 @@ use lambda_http::{
 use shared::{
     AppContext,
     edge::{self, ApiError},
-    providers::twilio::{callbacks, twiml::Response as Twiml, webhook},
+    providers::twilio::{callbacks, inbound, twiml::Response as Twiml, webhook},
 };
 
 pub const NAME: &str = "webhook-twilio";
@@ -46,10 +46,9 @@ pub async fn handler(ctx: &AppContext, req: Request) -> Response<Body> {
             "/status" => callbacks::on_status(ctx, &verified).await.map(|_| no_content()),
             "/recording" => callbacks::on_recording(ctx, &verified).await.map(|_| no_content()),
             "/wait" => Ok(twiml(callbacks::on_wait(ctx, &verified, &base).await?)),
-            "/agent-status" => callbacks::on_agent_status(ctx, &verified).await.map(|_| no_content()),
+            "/agent-status" => inbound::on_agent_status(ctx, &verified).await.map(|_| no_content()),
             "/voicemail-done" => Ok(twiml(Twiml::new().hangup().to_xml())),
-            // Conference events are acknowledged; live conference state is the routing issue's.
-            _ => Ok(no_content()),
+            _ => shared::providers::twilio::conference::on_conference(ctx, &verified).await.map(|_| no_content()),
         }
     })
     .await

@@ -2,6 +2,7 @@
 
 pub mod lifecycle;
 pub mod list;
+pub mod live;
 pub mod model;
 pub mod store;
 

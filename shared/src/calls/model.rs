@@ -284,6 +284,74 @@ impl Call {
     }
 }
 
+/// The call's Twilio conference as its status callbacks reported it. Stored as flat
+/// attributes of the call item but kept out of `Call`, so the CRM never sees it; read it
+/// with `CallStore::get_with_conference`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConferenceRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conference_sid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conference_name: Option<String>,
+    /// The customer's participant; absent once it left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_call_sid: Option<String>,
+    /// The agent's participant; absent until it joins and once it left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_call_sid: Option<String>,
+    /// Set by `conference-end`: that conference is over whatever arrives after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_conference_sid: Option<String>,
+}
+
+impl ConferenceRef {
+    /// The conference's SID while it runs with the customer in it. The customer joins with
+    /// `endConferenceOnExit`, so without the customer there is no conference to act on.
+    pub fn live_sid(&self) -> Option<&str> {
+        let sid = self.conference_sid.as_deref()?;
+        (self.ended_conference_sid.as_deref() != Some(sid) && self.customer_call_sid.is_some()).then_some(sid)
+    }
+}
+
+/// A conference participant Switchboard places, by its `participantLabel`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConferenceLeg {
+    Customer,
+    Agent,
+}
+
+impl ConferenceLeg {
+    pub fn label(self) -> &'static str {
+        match self {
+            ConferenceLeg::Customer => "customer",
+            ConferenceLeg::Agent => "agent",
+        }
+    }
+
+    pub fn from_label(label: &str) -> Option<Self> {
+        [ConferenceLeg::Customer, ConferenceLeg::Agent].into_iter().find(|leg| leg.label() == label)
+    }
+}
+
+/// What one conference status callback changes on the customer's call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConferenceReport {
+    pub conference_sid: String,
+    pub conference_name: String,
+    /// Twilio's `SequenceNumber`: orders one conference's callbacks, which may arrive in
+    /// any order.
+    pub sequence: Option<u32>,
+    pub change: ConferenceChange,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConferenceChange {
+    Started,
+    Ended,
+    Joined { leg: ConferenceLeg, call_sid: String },
+    Left { leg: ConferenceLeg, call_sid: String },
+}
+
 /// One entry of a call's timeline. Append-only; ordered by `occurred_at` then `id`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CallEvent {

@@ -583,6 +583,109 @@ impl CallStore {
             ("started_key".into(), AttributeValue::S(p.started_key)),
         ])
     }
+
+    /// The call with its conference state, or `None` if this tenant has no such call: one
+    /// strongly consistent GetItem (a participant may have joined a moment ago).
+    pub async fn get_with_conference(
+        &self,
+        tenant: &TenantId,
+        call_id: &str,
+    ) -> anyhow::Result<Option<(Call, super::model::ConferenceRef)>> {
+        let out = self
+            .db
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(call_pk(tenant, call_id)))
+            .key("sk", AttributeValue::S(CALL_SK.into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .context("reading call")?;
+        let Some(item) = out.item else { return Ok(None) };
+        let conference = serde_dynamo::from_item(item.clone()).context("decoding the call's conference")?;
+        let call = serde_dynamo::from_item(item).context("decoding call")?;
+        Ok(Some((call, conference)))
+    }
+
+    /// Records what a conference status callback says on the customer's call: one
+    /// UpdateItem. A leg's join or leave applies only when newer (by Twilio's sequence
+    /// number) than the last one applied to that leg, and a leave clears only the
+    /// participant that left, so duplicates and late callbacks change nothing; an ended
+    /// conference stays ended. Returns false when nothing changed (no such call included).
+    pub async fn set_conference(
+        &self,
+        tenant: &TenantId,
+        call_id: &str,
+        report: &super::model::ConferenceReport,
+    ) -> anyhow::Result<bool> {
+        use super::model::ConferenceChange;
+        let s = |v: &str| AttributeValue::S(v.to_owned());
+        let mut set = vec!["conference_sid = :cf", "conference_name = :name"];
+        let mut remove = None;
+        let mut condition = vec!["attribute_exists(pk)"];
+        let mut names: HashMap<String, String> = HashMap::new();
+        let mut values: Item =
+            HashMap::from([(":cf".into(), s(&report.conference_sid)), (":name".into(), s(&report.conference_name))]);
+        match &report.change {
+            ConferenceChange::Started => {}
+            ConferenceChange::Ended => set.push("ended_conference_sid = :cf"),
+            ConferenceChange::Joined { leg, call_sid } | ConferenceChange::Left { leg, call_sid } => {
+                names.insert("#leg".into(), format!("{}_call_sid", leg.label()));
+                values.insert(":sid".into(), s(call_sid));
+                if let Some(sequence) = report.sequence {
+                    names.insert("#seq".into(), format!("{}_seq", leg.label()));
+                    values.insert(":seq".into(), AttributeValue::N(sequence.to_string()));
+                    set.push("#seq = :seq");
+                    condition.push("(attribute_not_exists(#seq) OR #seq < :seq)");
+                }
+                if matches!(report.change, ConferenceChange::Joined { .. }) {
+                    set.push("#leg = :sid");
+                } else {
+                    remove = Some("#leg");
+                    condition.push("(attribute_not_exists(#leg) OR #leg = :sid)");
+                }
+            }
+        }
+        let mut expression = format!("SET {}", set.join(", "));
+        if let Some(attribute) = remove {
+            expression.push_str(&format!(" REMOVE {attribute}"));
+        }
+        let result = self
+            .db
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(&call_pk(tenant, call_id)))
+            .key("sk", s(CALL_SK))
+            .update_expression(expression)
+            .condition_expression(condition.join(" AND "))
+            .set_expression_attribute_names((!names.is_empty()).then_some(names))
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(false),
+            Err(e) => Err(anyhow::Error::from(e).context("recording the call's conference")),
+        }
+    }
+
+    /// Appends one event to a call's timeline (and so, through the outbox, to the CRM's
+    /// feed). The same event twice is a no-op; returns false when it was already there.
+    pub async fn append_event(&self, tenant: &TenantId, event: &CallEvent) -> anyhow::Result<bool> {
+        let result = self
+            .db
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(Self::event_item(tenant, event)?))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(false),
+            Err(e) => Err(anyhow::Error::from(e).context("appending call event")),
+        }
+    }
 }
 
 /// A transaction cancelled only by failed conditions (not throttling or conflicts).

@@ -16,6 +16,8 @@ use crate::{
 pub enum WebhookEvent {
     StatusUpdate,
     RecordingAvailable,
+    /// A supervisor monitored, barged into, whispered on or disconnected a call.
+    SupervisorAction,
 }
 
 impl WebhookEvent {
@@ -24,6 +26,7 @@ impl WebhookEvent {
         match kind {
             "call.status_update" => Some(Self::StatusUpdate),
             "call.recording_available" => Some(Self::RecordingAvailable),
+            "call.supervisor_action" => Some(Self::SupervisorAction),
             _ => None,
         }
     }
@@ -32,6 +35,7 @@ impl WebhookEvent {
         match self {
             Self::StatusUpdate => "call.status_update",
             Self::RecordingAvailable => "call.recording_available",
+            Self::SupervisorAction => "call.supervisor_action",
         }
     }
 }
@@ -87,7 +91,7 @@ impl<'a> CallWebhook<'a> {
     pub fn status(&self) -> CallStatus {
         match self.event {
             WebhookEvent::StatusUpdate => self.call_event.status.unwrap_or(self.call.status),
-            WebhookEvent::RecordingAvailable => self.call.status,
+            WebhookEvent::RecordingAvailable | WebhookEvent::SupervisorAction => self.call.status,
         }
     }
 
@@ -102,16 +106,19 @@ impl<'a> CallWebhook<'a> {
     /// | no-answer                      | `call_no_answer`           |
     /// | failed, canceled               | `call_failed`              |
     /// | `call.recording_available`     | `call_recording_available` |
+    /// | `call.supervisor_action`       | `call_supervisor_action`   |
     ///
     /// Seed 003 has no name for the steps before an answer, so all three are "initiation"
     /// (`call.status` tells them apart). `canceled` is a call hung up before it
     /// connected: it did not complete, and seed 003's receivers route `call_failed` to
     /// their not-connected handling. `call_timeout` is never sent: a ring timeout is
-    /// reported by carriers as no-answer. `call_recording_available` is not in seed 003;
-    /// it follows its `call_<what>` pattern.
+    /// reported by carriers as no-answer. `call_recording_available` and
+    /// `call_supervisor_action` are not in seed 003; they follow its `call_<what>` pattern.
     pub fn event_type(&self) -> &'static str {
-        if self.event == WebhookEvent::RecordingAvailable {
-            return "call_recording_available";
+        match self.event {
+            WebhookEvent::RecordingAvailable => return "call_recording_available",
+            WebhookEvent::SupervisorAction => return "call_supervisor_action",
+            WebhookEvent::StatusUpdate => {}
         }
         match self.status() {
             CallStatus::Queued | CallStatus::Initiated | CallStatus::Ringing => "call_started",
@@ -150,6 +157,8 @@ impl<'a> CallWebhook<'a> {
             },
             business: BusinessBody { id: &self.tenant.tenant_id, name: &self.tenant.name },
             timestamp: self.call_event.occurred_at,
+            // What the supervisor did (action, who); other events' details are internal.
+            detail: (self.event == WebhookEvent::SupervisorAction).then_some(&self.call_event.detail),
         };
         serde_json::to_vec(&body).expect("a body of strings, numbers and JSON values serializes")
     }
@@ -164,6 +173,8 @@ struct Body<'a> {
     business: BusinessBody<'a>,
     #[serde(with = "ts")]
     timestamp: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<&'a serde_json::Map<String, serde_json::Value>>,
 }
 
 #[derive(Serialize)]
@@ -336,6 +347,26 @@ mod tests {
         assert_eq!(body["event_type"], "call_recording_available");
         assert_eq!(body["call"]["status"], "completed");
         assert_eq!(body["call"]["recording_url"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn a_supervisor_action_carries_what_was_done_and_by_whom() {
+        let (call, tenant) = (completed_call(), tenant());
+        let mut action = event("call.supervisor_action", None, at(10, 1, 0));
+        action.detail = serde_json::Map::from_iter([
+            ("action".to_owned(), json!("whisper")),
+            ("supervisor".to_owned(), json!("+1415***0199")),
+        ]);
+        let body: serde_json::Value =
+            serde_json::from_slice(&CallWebhook::new(&call, &action, &tenant).unwrap().render()).unwrap();
+        assert_eq!((body["event"].as_str(), body["event_type"].as_str()), (Some("call.supervisor_action"), Some("call_supervisor_action")));
+        assert_eq!(body["detail"], json!({"action": "whisper", "supervisor": "+1415***0199"}));
+        // Other events keep their details (sequence numbers, …) to themselves.
+        let mut update = event("call.status_update", Some(CallStatus::Completed), at(10, 3, 0));
+        update.detail.insert("sequence_number".into(), json!(3));
+        let body: serde_json::Value =
+            serde_json::from_slice(&CallWebhook::new(&call, &update, &tenant).unwrap().render()).unwrap();
+        assert!(body.get("detail").is_none());
     }
 
     #[test]

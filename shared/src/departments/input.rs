@@ -10,12 +10,13 @@ use chrono::{DateTime, Utc, Weekday};
 use chrono_tz::Tz;
 use serde::{Deserialize, Deserializer, de::DeserializeOwned, de::IntoDeserializer};
 
-use super::{AfterHours, AgentContact, BusinessHours, DayHours, Department, RoutingStrategy, TimeOfDay};
+use super::{AfterHours, BusinessHours, DayHours, Department, RoutingStrategy, TimeOfDay};
 use crate::{edge::ApiError, phone::E164, tenants::TenantId};
 
 /// Seed 004's example waits 300 s; the API accepts 10 s to an hour.
 const DEFAULT_MAX_WAIT_SECS: u32 = 300;
 const MAX_WAIT_SECS: std::ops::RangeInclusive<u32> = 10..=3600;
+const MAX_REQUIRED_SKILLS: usize = 20;
 
 const WEEKDAYS: [(&str, Weekday); 7] = [
     ("monday", Weekday::Mon),
@@ -38,6 +39,8 @@ pub struct DepartmentInput {
     display_name: Option<String>,
     phone_number: Option<String>,
     routing_strategy: Option<String>,
+    /// `[]` clears them.
+    required_skills: Option<Vec<String>>,
     #[serde(default, deserialize_with = "nullable")]
     business_hours: Option<Option<BTreeMap<String, Option<DayHoursInput>>>>,
     timezone: Option<String>,
@@ -48,8 +51,6 @@ pub struct DepartmentInput {
     #[serde(default, deserialize_with = "nullable")]
     after_hours_forward_to: Option<Option<String>>,
     enabled: Option<bool>,
-    #[serde(default, deserialize_with = "nullable")]
-    default_agent: Option<Option<AgentInput>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -59,16 +60,6 @@ struct DayHoursInput {
     end: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AgentInput {
-    id: Option<String>,
-    full_name: Option<String>,
-    email: Option<String>,
-    phone: Option<String>,
-    client_identity: Option<String>,
-}
-
 /// Every setting of a [`DepartmentInput`], parsed; `None` leaves a setting as it is.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DepartmentChanges {
@@ -76,6 +67,7 @@ pub struct DepartmentChanges {
     display_name: Option<String>,
     phone_number: Option<E164>,
     routing_strategy: Option<RoutingStrategy>,
+    required_skills: Option<Vec<String>>,
     business_hours: Option<Option<BusinessHours>>,
     timezone: Option<Tz>,
     max_wait_time: Option<u32>,
@@ -83,7 +75,6 @@ pub struct DepartmentChanges {
     after_hours_action: Option<AfterHours>,
     after_hours_forward_to: Option<Option<E164>>,
     enabled: Option<bool>,
-    default_agent: Option<Option<AgentContact>>,
 }
 
 impl DepartmentInput {
@@ -99,6 +90,7 @@ impl DepartmentInput {
             display_name: self.display_name.map(|v| text("display_name", &v, 100)).transpose()?,
             phone_number: self.phone_number.map(|v| e164("phone_number", &v)).transpose()?,
             routing_strategy: self.routing_strategy.map(|v| variant("routing_strategy", &v)).transpose()?,
+            required_skills: self.required_skills.map(required_skills).transpose()?,
             business_hours: self.business_hours.map(|v| v.map(business_hours).transpose()).transpose()?,
             timezone: self.timezone.map(|v| timezone(&v)).transpose()?,
             max_wait_time: self.max_wait_time.map(max_wait_time).transpose()?,
@@ -109,7 +101,6 @@ impl DepartmentInput {
                 .map(|v| v.map(|n| e164("after_hours_forward_to", &n)).transpose())
                 .transpose()?,
             enabled: self.enabled,
-            default_agent: self.default_agent.map(|v| v.map(agent).transpose()).transpose()?,
         })
     }
 }
@@ -128,6 +119,7 @@ impl DepartmentChanges {
             name,
             phone_number,
             routing_strategy: RoutingStrategy::RoundRobin,
+            required_skills: Vec::new(),
             business_hours: None,
             timezone: Tz::UTC,
             max_wait_time: DEFAULT_MAX_WAIT_SECS,
@@ -135,7 +127,6 @@ impl DepartmentChanges {
             after_hours_action: AfterHours::Voicemail,
             after_hours_forward_to: None,
             enabled: true,
-            default_agent: None,
             created_at: now,
             updated_at: now,
         };
@@ -152,12 +143,12 @@ impl DepartmentChanges {
             display_name,
             phone_number,
             routing_strategy,
+            required_skills,
             business_hours,
             timezone,
             max_wait_time,
             music_url,
-            enabled,
-            default_agent
+            enabled
         );
         if let Some(action) = self.after_hours_action {
             // A forward number means nothing without `forward`; switching away drops it.
@@ -187,6 +178,12 @@ impl DepartmentChanges {
                 ));
             }
             _ => {}
+        }
+        if d.routing_strategy == RoutingStrategy::SkillBased && d.required_skills.is_empty() {
+            return Err(ApiError::invalid(
+                "required_skills",
+                "needs at least one skill when routing_strategy is skill-based",
+            ));
         }
         d.updated_at = now;
         Ok(d)
@@ -224,6 +221,42 @@ fn e164(field: &str, raw: &str) -> Result<E164, ApiError> {
 fn variant<T: DeserializeOwned>(field: &str, raw: &str) -> Result<T, ApiError> {
     T::deserialize(raw.into_deserializer())
         .map_err(|e: serde::de::value::Error| ApiError::invalid(field, e.to_string()))
+}
+
+/// Skill names as agents carry them: lowercase slugs, kept in the order given, once each.
+fn required_skills(raw: Vec<String>) -> Result<Vec<String>, ApiError> {
+    let mut skills: Vec<String> = Vec::with_capacity(raw.len().min(MAX_REQUIRED_SKILLS));
+    for (i, skill) in raw.into_iter().enumerate() {
+        if !valid_skill(&skill) {
+            return Err(ApiError::invalid(
+                format!("required_skills[{i}]"),
+                "must be a skill name: 1 to 40 characters of a-z, 0-9, '-' and '_', starting with a letter or digit",
+            ));
+        }
+        if !skills.contains(&skill) {
+            skills.push(skill);
+        }
+        if skills.len() > MAX_REQUIRED_SKILLS {
+            return Err(ApiError::invalid(
+                "required_skills",
+                format!("at most {MAX_REQUIRED_SKILLS} different skills"),
+            ));
+        }
+    }
+    Ok(skills)
+}
+
+/// `[a-z0-9][a-z0-9_-]{0,39}`
+fn valid_skill(raw: &str) -> bool {
+    let lower_or_digit = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    match raw.as_bytes() {
+        [first, rest @ ..] => {
+            rest.len() < 40
+                && lower_or_digit(first)
+                && rest.iter().all(|b| lower_or_digit(b) || *b == b'-' || *b == b'_')
+        }
+        [] => false,
+    }
 }
 
 fn timezone(raw: &str) -> Result<Tz, ApiError> {
@@ -288,50 +321,6 @@ fn day_hours(day: &str, span: DayHoursInput) -> Result<DayHours, ApiError> {
         ));
     }
     Ok(DayHours { start, end })
-}
-
-fn agent(raw: AgentInput) -> Result<AgentContact, ApiError> {
-    let required = |field: &str, v: Option<String>| v.ok_or_else(|| ApiError::invalid(field, "is required"));
-    let id = required("default_agent.id", raw.id)?;
-    let id = uuid::Uuid::parse_str(&id).map_err(|_| ApiError::invalid("default_agent.id", "must be a UUID"))?;
-    let agent = AgentContact {
-        id: id.to_string(),
-        full_name: text("default_agent.full_name", &required("default_agent.full_name", raw.full_name)?, 200)?,
-        email: raw.email.map(|v| email(&v)).transpose()?,
-        phone: raw.phone.map(|v| e164("default_agent.phone", &v)).transpose()?,
-        client_identity: raw.client_identity.map(|v| client_identity(&v)).transpose()?,
-    };
-    if agent.phone.is_none() && agent.client_identity.is_none() {
-        return Err(ApiError::invalid("default_agent", "needs a phone or a client_identity to ring"));
-    }
-    Ok(agent)
-}
-
-/// A shape check, not deliverability: the address is only shown to people.
-fn email(raw: &str) -> Result<String, ApiError> {
-    let valid = raw.len() <= 254
-        && !raw.chars().any(|c| c.is_whitespace() || c.is_control())
-        && raw.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty()
-                && !domain.contains('@')
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-        });
-    valid.then(|| raw.to_owned()).ok_or_else(|| ApiError::invalid("default_agent.email", "must be an email address"))
-}
-
-/// Twilio's rule for Client names (error 31105): at most 256 characters, none of them
-/// control, space, delimiter or "unwise" URI characters.
-fn client_identity(raw: &str) -> Result<String, ApiError> {
-    let valid = (1..=256).contains(&raw.chars().count())
-        && !raw.chars().any(|c| c.is_control() || c.is_whitespace() || "<>#%\"{}|\\^[]`".contains(c));
-    valid.then(|| raw.to_owned()).ok_or_else(|| {
-        ApiError::invalid(
-            "default_agent.client_identity",
-            "must be 1 to 256 characters without spaces, control characters or any of <>#%\"{}|\\^[]`",
-        )
-    })
 }
 
 #[cfg(test)]
@@ -432,24 +421,6 @@ mod tests {
             (json!({"business_hours": {"monday": {"start": "24:00", "end": "24:00"}}}), "business_hours.monday.start"),
             (json!({"business_hours": {"friday": {"start": "09:00"}}}), "business_hours.friday.end"),
             (json!({"business_hours": {"monday": {"start": "09:00", "end": "09:00"}}}), "business_hours.monday.end"),
-            (json!({"default_agent": {"full_name": "Ada", "phone": "+14155550123"}}), "default_agent.id"),
-            (json!({"default_agent": {"id": "ada", "full_name": "Ada", "phone": "+14155550123"}}), "default_agent.id"),
-            (
-                json!({"default_agent": {"id": "5d0c4b8a-1f2e-4a3b-9c8d-7e6f5a4b3c2d", "full_name": "Ada"}}),
-                "default_agent",
-            ),
-            (
-                json!({"default_agent": {"id": "5d0c4b8a-1f2e-4a3b-9c8d-7e6f5a4b3c2d", "full_name": "Ada", "phone": "123"}}),
-                "default_agent.phone",
-            ),
-            (
-                json!({"default_agent": {"id": "5d0c4b8a-1f2e-4a3b-9c8d-7e6f5a4b3c2d", "full_name": "Ada", "client_identity": "ada lovelace"}}),
-                "default_agent.client_identity",
-            ),
-            (
-                json!({"default_agent": {"id": "5d0c4b8a-1f2e-4a3b-9c8d-7e6f5a4b3c2d", "full_name": "Ada", "client_identity": "ada", "email": "ada@"}}),
-                "default_agent.email",
-            ),
         ];
         for (body, field) in cases {
             assert_eq!(bad_field(changes(body.clone())), field, "{body}");
@@ -465,6 +436,56 @@ mod tests {
             "saturday": {"start": "00:00", "end": "02:00"}
         }});
         assert!(changes(split).is_ok());
+    }
+
+    #[test]
+    fn required_skills_are_slugs_kept_once_each_in_order() {
+        let body = json!({"required_skills": ["spanish", "billing", "spanish", "tier-2", "a_b", "0"]});
+        let skills = changes(body).unwrap().required_skills.unwrap();
+        assert_eq!(skills, ["spanish", "billing", "tier-2", "a_b", "0"]);
+        assert!(valid_skill(&"a".repeat(40)));
+        for bad in ["", "Spanish", "-spanish", "_x", "tier 2", "café", &"a".repeat(41)] {
+            let body = json!({"required_skills": ["billing", bad]});
+            assert_eq!(bad_field(changes(body)), "required_skills[1]", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn at_most_twenty_different_required_skills() {
+        let twenty: Vec<String> = (0..20).map(|i| format!("skill-{i}")).collect();
+        let mut repeated = twenty.clone();
+        repeated.extend(twenty.iter().cloned());
+        assert_eq!(changes(json!({"required_skills": repeated})).unwrap().required_skills.unwrap(), twenty);
+        let mut too_many = twenty;
+        too_many.push("skill-20".into());
+        assert_eq!(bad_field(changes(json!({"required_skills": too_many}))), "required_skills");
+    }
+
+    #[test]
+    fn skill_based_routing_needs_a_required_skill() {
+        let skill_based = json!({"name": "sales", "phone_number": "+14155550100", "routing_strategy": "skill-based"});
+        assert_eq!(bad_field(create(skill_based.clone())), "required_skills");
+        let mut with_skills = skill_based;
+        with_skills["required_skills"] = json!(["billing"]);
+        let d = create(with_skills).unwrap();
+        assert_eq!(
+            (d.routing_strategy, d.required_skills.as_slice()),
+            (RoutingStrategy::SkillBased, &["billing".to_owned()][..])
+        );
+        // Checked on the department an update leaves, whichever field the update names.
+        let now = utc(2025, 10, 21, 8, 0);
+        assert_eq!(
+            bad_field(changes(json!({"required_skills": []})).unwrap().apply(d.clone(), now)),
+            "required_skills"
+        );
+        let round_robin = changes(json!({"routing_strategy": "round-robin", "required_skills": []})).unwrap();
+        assert!(round_robin.apply(d, now).unwrap().required_skills.is_empty());
+        let plain = create(json!({"name": "sales", "phone_number": "+14155550100"})).unwrap();
+        assert!(plain.required_skills.is_empty());
+        assert_eq!(
+            bad_field(changes(json!({"routing_strategy": "skill-based"})).unwrap().apply(plain, now)),
+            "required_skills"
+        );
     }
 
     #[test]
@@ -520,17 +541,5 @@ mod tests {
         assert_eq!((after.after_hours_action, after.after_hours_forward_to), (AfterHours::Hangup, None));
         let cleared = changes(json!({"after_hours_forward_to": null})).unwrap().apply(before, now);
         assert_eq!(bad_field(cleared), "after_hours_forward_to");
-    }
-
-    #[test]
-    fn a_default_agent_needs_a_way_to_ring() {
-        let body = json!({"default_agent": {
-            "id": "5D0C4B8A-1F2E-4A3B-9C8D-7E6F5A4B3C2D", "full_name": " Ada Agent ",
-            "email": "ada@example.com", "client_identity": "ada"
-        }});
-        let agent = changes(body).unwrap().default_agent.unwrap().unwrap();
-        assert_eq!(agent.id, "5d0c4b8a-1f2e-4a3b-9c8d-7e6f5a4b3c2d");
-        assert_eq!(agent.full_name, "Ada Agent");
-        assert_eq!(agent.endpoint().unwrap().as_str(), "client:ada");
     }
 }

@@ -16,10 +16,12 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 
 pub use input::{DepartmentChanges, DepartmentInput};
-pub use routing::{AgentLeg, InboundRoute, WaitDecision, WebhookUrls, after_hours_twiml, route_inbound, wait_twiml};
-pub use store::{DepartmentError, DepartmentStore};
+pub use routing::{
+    AgentLeg, InboundRoute, WaitDecision, WebhookUrls, after_hours_twiml, agent_leg, hold_twiml, room_name, route_inbound, wait_twiml,
+};
+pub use store::{DepartmentError, DepartmentStore, queued_prefix};
 
-use crate::{phone::E164, providers::twilio::client::Endpoint, tenants::TenantId};
+use crate::{phone::E164, tenants::TenantId};
 
 /// A call queue: the number callers dial, when it is staffed, and how long they may wait.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +33,10 @@ pub struct Department {
     pub display_name: String,
     pub phone_number: E164,
     pub routing_strategy: RoutingStrategy,
+    /// Skills an agent needs to take this department's calls under skill-based routing.
+    /// Always shown (`[]` too); items stored before the field existed read as none.
+    #[serde(default)]
+    pub required_skills: Vec<String>,
     /// `None` is always open.
     pub business_hours: Option<BusinessHours>,
     #[serde(with = "tz_name")]
@@ -43,8 +49,6 @@ pub struct Department {
     /// Set exactly when `after_hours_action` is `Forward`.
     pub after_hours_forward_to: Option<E164>,
     pub enabled: bool,
-    /// The agent rung for every call until per-strategy routing picks one.
-    pub default_agent: Option<AgentContact>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -175,27 +179,6 @@ impl<'de> Deserialize<'de> for TimeOfDay {
     }
 }
 
-/// Whom a department rings, and how: a phone, a browser softphone (Twilio Client), or both.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AgentContact {
-    pub id: String,
-    pub full_name: String,
-    pub email: Option<String>,
-    pub phone: Option<E164>,
-    pub client_identity: Option<String>,
-}
-
-impl AgentContact {
-    /// The softphone first (seed 004: browser calling, "with fallback to phone callback").
-    pub fn endpoint(&self) -> Option<Endpoint> {
-        match (&self.client_identity, &self.phone) {
-            (Some(identity), _) => Some(Endpoint::from(format!("client:{identity}"))),
-            (None, Some(phone)) => Some(Endpoint::from(phone.clone())),
-            (None, None) => None,
-        }
-    }
-}
-
 /// A time zone as its IANA name (`America/New_York`).
 mod tz_name {
     use chrono_tz::Tz;
@@ -232,6 +215,7 @@ pub(crate) mod tests {
             display_name: "Customer Support".into(),
             phone_number: E164::parse("+14155550100").unwrap(),
             routing_strategy: RoutingStrategy::LongestIdle,
+            required_skills: Vec::new(),
             business_hours: Some(BusinessHours {
                 monday: day,
                 tuesday: day,
@@ -247,7 +231,6 @@ pub(crate) mod tests {
             after_hours_action: AfterHours::Voicemail,
             after_hours_forward_to: None,
             enabled: true,
-            default_agent: None,
             created_at: utc(2025, 1, 1, 0, 0),
             updated_at: utc(2025, 1, 1, 0, 0),
         }
@@ -328,18 +311,13 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn agents_are_rung_on_their_softphone_first() {
-        let mut agent = AgentContact {
-            id: "5d0c4b8a-1f2e-4a3b-9c8d-7e6f5a4b3c2d".into(),
-            full_name: "Ada Agent".into(),
-            email: None,
-            phone: Some(E164::parse("+14155550123").unwrap()),
-            client_identity: Some("ada".into()),
-        };
-        assert_eq!(agent.endpoint().unwrap().as_str(), "client:ada");
-        agent.client_identity = None;
-        assert_eq!(agent.endpoint().unwrap().as_str(), "+14155550123");
-        agent.phone = None;
-        assert_eq!(agent.endpoint(), None);
+    fn required_skills_are_always_shown_and_default_to_none() {
+        let mut d = department(Tz::UTC);
+        let mut value = serde_json::to_value(&d).unwrap();
+        assert_eq!(value["required_skills"], json!([]));
+        value.as_object_mut().unwrap().remove("required_skills");
+        assert_eq!(serde_json::from_value::<Department>(value).unwrap(), d, "stored before the field existed");
+        d.required_skills = vec!["billing".into(), "spanish".into()];
+        assert_eq!(serde_json::to_value(&d).unwrap()["required_skills"], json!(["billing", "spanish"]));
     }
 }

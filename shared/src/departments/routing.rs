@@ -45,8 +45,8 @@ pub struct WebhookUrls {
 pub struct InboundRoute {
     /// The answer to the voice webhook.
     pub twiml: String,
-    /// The call to place so an agent joins the caller's conference.
-    pub agent_leg: Option<AgentLeg>,
+    /// The caller waits in the department's conference: queue the call for an agent.
+    pub queued: bool,
 }
 
 /// The agent's call into the caller's conference, placed with Twilio's REST API.
@@ -90,15 +90,11 @@ pub fn route_inbound(
     urls: &WebhookUrls,
 ) -> InboundRoute {
     let Some(department) = department.filter(|d| d.enabled) else {
-        return InboundRoute {
-            twiml: Response::new().say(Say::new(NOT_IN_SERVICE)).hangup().to_xml(),
-            agent_leg: None,
-        };
+        return InboundRoute { twiml: Response::new().say(Say::new(NOT_IN_SERVICE)).hangup().to_xml(), queued: false };
     };
     if !department.is_open(now) {
-        return InboundRoute { twiml: after_hours_twiml(department, urls), agent_leg: None };
+        return InboundRoute { twiml: after_hours_twiml(department, urls), queued: false };
     }
-    let room = format!("{}-{call_id}", department.name);
     // Always our wait URL, even with music: it plays the music and enforces the wait.
     let customer = Conference {
         start_conference_on_enter: Some(false),
@@ -113,23 +109,33 @@ pub fn route_inbound(
             ConferenceEvent::Leave,
         ],
         participant_label: Some("customer".into()),
-        ..Conference::new(&room)
+        ..Conference::new(room_name(department, call_id))
     };
+    InboundRoute { twiml: Response::new().dial(Dial::new(Noun::Conference(customer))).to_xml(), queued: true }
+}
+
+/// The conference a department's caller waits in; `call_id` is ours, never a number.
+pub fn room_name(department: &Department, call_id: &str) -> String {
+    format!("{}-{call_id}", department.name)
+}
+
+/// The call that brings an agent (`to`) into the caller's conference. The agent's leg
+/// starts the conference (the caller's hold music stops) and ends it on hanging up.
+pub fn agent_leg(department: &Department, call_id: &str, to: Endpoint, status_callback: String) -> AgentLeg {
     let agent = Conference {
         start_conference_on_enter: Some(true),
         end_conference_on_exit: Some(true),
         beep: Some(Beep::Never),
         participant_label: Some("agent".into()),
-        ..Conference::new(room)
+        ..Conference::new(room_name(department, call_id))
     };
-    let agent_leg = department.default_agent.as_ref().and_then(|a| a.endpoint()).map(|to| AgentLeg {
+    AgentLeg {
         to,
         from: department.phone_number.clone(),
         twiml: Response::new().dial(Dial::new(Noun::Conference(agent))).to_xml(),
         timeout_secs: department.max_wait_time.min(AGENT_RING_SECS),
-        status_callback: urls.status.clone(),
-    });
-    InboundRoute { twiml: Response::new().dial(Dial::new(Noun::Conference(customer))).to_xml(), agent_leg }
+        status_callback,
+    }
 }
 
 /// Answers the conference wait URL; `since` is the epoch second routing put in it.
@@ -138,12 +144,18 @@ pub fn wait_twiml(department: &Department, since: i64, now: DateTime<Utc>, urls:
     if remaining <= 0 {
         return WaitDecision::Expired(after_hours_twiml(department, urls));
     }
+    WaitDecision::Hold(hold_twiml(department, since, remaining, urls))
+}
+
+/// Hold music (or a spoken hold with a pause of at most `remaining` seconds), then back
+/// to the wait URL with the wait's original start.
+pub fn hold_twiml(department: &Department, since: i64, remaining: i64, urls: &WebhookUrls) -> String {
     // The wait is measured again when the music (or the pause) ends.
     let hold = match &department.music_url {
         Some(music) => Response::new().play(Play::new(music)),
-        None => Response::new().say(Say::new(HOLD_MESSAGE)).pause(remaining.min(HOLD_CHECK_SECS) as u32),
+        None => Response::new().say(Say::new(HOLD_MESSAGE)).pause(remaining.clamp(1, HOLD_CHECK_SECS) as u32),
     };
-    WaitDecision::Hold(hold.redirect(Redirect::new(wait_url(urls, department, since))).to_xml())
+    hold.redirect(Redirect::new(wait_url(urls, department, since))).to_xml()
 }
 
 /// The after-hours action, also what a caller gets after waiting too long, so its words
@@ -183,10 +195,7 @@ mod tests {
     use chrono_tz::America::New_York;
 
     use super::*;
-    use crate::departments::{
-        AgentContact,
-        tests::{department, utc},
-    };
+    use crate::departments::tests::{department, utc};
 
     const HEAD: &str = r#"<?xml version="1.0" encoding="UTF-8"?>"#;
     const QUEUE: &str = "0b7f3c2e-9d4a-4c1b-8e6f-2a5d7c9e1f30";
@@ -211,17 +220,6 @@ mod tests {
         utc(2025, 3, 11, 0, 0)
     }
 
-    fn with_agent(mut d: Department) -> Department {
-        d.default_agent = Some(AgentContact {
-            id: "5d0c4b8a-1f2e-4a3b-9c8d-7e6f5a4b3c2d".into(),
-            full_name: "Ada Agent".into(),
-            email: None,
-            phone: Some(E164::parse("+14155550123").unwrap()),
-            client_identity: None,
-        });
-        d
-    }
-
     /// Every TwiML here must at least be well-formed XML with balanced elements.
     fn assert_well_formed(xml: &str) {
         let body = xml.strip_prefix(HEAD).expect("XML declaration");
@@ -240,23 +238,20 @@ mod tests {
     fn route(d: Option<&Department>, now: DateTime<Utc>) -> InboundRoute {
         let route = route_inbound(d, "call-1", now, &urls());
         assert_well_formed(&route.twiml);
-        if let Some(leg) = &route.agent_leg {
-            assert_well_formed(&leg.twiml);
-        }
         route
     }
 
     #[test]
     fn unknown_or_disabled_numbers_are_not_in_service() {
         let expected = format!("{HEAD}<Response><Say>This number is not in service.</Say><Hangup/></Response>");
-        assert_eq!(route(None, open_now()), InboundRoute { twiml: expected.clone(), agent_leg: None });
+        assert_eq!(route(None, open_now()), InboundRoute { twiml: expected.clone(), queued: false });
         let disabled = Department { enabled: false, ..department(New_York) };
-        assert_eq!(route(Some(&disabled), open_now()), InboundRoute { twiml: expected, agent_leg: None });
+        assert_eq!(route(Some(&disabled), open_now()), InboundRoute { twiml: expected, queued: false });
     }
 
     #[test]
     fn open_department_holds_the_caller_in_a_conference_and_rings_the_agent() {
-        let d = with_agent(department(New_York));
+        let d = department(New_York);
         let since = open_now().timestamp();
         let route = route(Some(&d), open_now());
         assert_eq!(
@@ -268,7 +263,9 @@ mod tests {
                  participantLabel=\"customer\">support-call-1</Conference></Dial></Response>"
             )
         );
-        let leg = route.agent_leg.unwrap();
+        assert!(route.queued);
+        let leg = agent_leg(&d, "call-1", Endpoint::from("+14155550123"), "https://hooks.example.com/twilio/status".into());
+        assert_well_formed(&leg.twiml);
         assert_eq!(
             leg,
             AgentLeg {
@@ -295,7 +292,7 @@ mod tests {
         let d = Department { music_url: Some("https://cdn.example.com/hold.mp3".into()), ..department(New_York) };
         let route = route(Some(&d), open_now());
         assert!(route.twiml.contains("waitUrl=\"https://hooks.example.com/twilio/wait?queue_id="), "{}", route.twiml);
-        assert_eq!(route.agent_leg, None, "no agent to ring yet");
+        assert!(route.queued, "the caller waits for an agent");
     }
 
     #[test]
@@ -320,12 +317,12 @@ mod tests {
                  recordingStatusCallbackEvent=\"completed absent\"/><Hangup/></Response>"
             )
         );
-        assert_eq!(route.agent_leg, None);
+        assert!(!route.queued);
     }
 
     #[test]
     fn closed_department_can_hang_up() {
-        let d = Department { after_hours_action: AfterHours::Hangup, ..with_agent(department(New_York)) };
+        let d = Department { after_hours_action: AfterHours::Hangup, ..department(New_York) };
         assert_eq!(
             route(Some(&d), closed_now()),
             InboundRoute {
@@ -333,7 +330,7 @@ mod tests {
                     "{HEAD}<Response><Say>Thank you for calling Customer Support. No one is available to take your \
                      call right now. Please call again later.</Say><Hangup/></Response>"
                 ),
-                agent_leg: None,
+                queued: false,
             }
         );
     }

@@ -6,6 +6,10 @@
 //! | `DEPTNUM#<e164>`   | the department, again | the voice webhook: one GetItem per call  |
 //! | `DEPTNAME#<name>`  | its `queue_id`        | names unique within the tenant           |
 //!
+//! Calls waiting in a department's queue sit under the same key, as
+//! `QUEUED#<queue_id>#<enqueued epoch ms, 13 digits>#<call_id>` ([`queued_prefix`]), so
+//! they list oldest first and a department with callers waiting can refuse deletion.
+//!
 //! Every write moves all three in one transaction whose conditions keep a number and a
 //! name to one department, and refuse a write based on a read that is no longer current
 //! (so the guards it releases are really its own).
@@ -22,7 +26,7 @@ use super::Department;
 use crate::{
     edge::ApiError,
     phone::E164,
-    tenants::{TenantId, tenant_pk},
+    tenants::{TenantId, tenant_items, tenant_pk},
 };
 
 type Item = HashMap<String, AttributeValue>;
@@ -70,6 +74,11 @@ fn number_sk(number: &E164) -> String {
 
 fn name_sk(name: &str) -> String {
     format!("DEPTNAME#{name}")
+}
+
+/// The start of the sort key of every call waiting in `queue_id`'s queue.
+pub fn queued_prefix(queue_id: &str) -> String {
+    format!("QUEUED#{queue_id}#")
 }
 
 #[derive(Debug, Clone)]
@@ -149,13 +158,7 @@ impl DepartmentStore {
     /// Every department of the tenant, by name. A tenant has one per inbound number, so
     /// a handful: every page is read rather than handing out a cursor.
     pub async fn list(&self, tenant: &TenantId) -> anyhow::Result<Vec<Department>> {
-        let items: Vec<Item> = self
-            .db
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-            .expression_attribute_values(":pk", AttributeValue::S(tenant_pk(tenant)))
-            .expression_attribute_values(":prefix", AttributeValue::S(DEPARTMENT_PREFIX.into()))
+        let items: Vec<Item> = tenant_items(&self.db, &self.table, tenant, DEPARTMENT_PREFIX)
             .consistent_read(true)
             .into_paginator()
             .items()
@@ -165,6 +168,17 @@ impl DepartmentStore {
         let mut departments: Vec<Department> = serde_dynamo::from_items(items)?;
         departments.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(departments)
+    }
+
+    /// Whether any call waits in the department's queue: one consistent Query for one key.
+    pub async fn has_waiting_calls(&self, tenant: &TenantId, queue_id: &str) -> anyhow::Result<bool> {
+        let out = tenant_items(&self.db, &self.table, tenant, queued_prefix(queue_id))
+            .projection_expression("sk")
+            .consistent_read(true)
+            .limit(1)
+            .send()
+            .await?;
+        Ok(out.count > 0)
     }
 
     /// Removes the department with its number and name, in one transaction.
@@ -253,10 +267,7 @@ mod tests {
     use aws_sdk_dynamodb::types::{CancellationReason, error::TransactionCanceledException};
 
     use super::*;
-    use crate::departments::{
-        AgentContact,
-        tests::{department, utc},
-    };
+    use crate::departments::tests::{department, utc};
 
     fn cancelled(codes: &[&str]) -> TransactWriteItemsError {
         let reasons = codes.iter().map(|c| CancellationReason::builder().code(*c).build()).collect();
@@ -269,13 +280,7 @@ mod tests {
     fn a_stored_department_reads_back_whole_under_each_key() {
         let mut d = department(chrono_tz::Europe::Berlin);
         d.music_url = Some("https://cdn.example.com/hold.mp3".into());
-        d.default_agent = Some(AgentContact {
-            id: "5d0c4b8a-1f2e-4a3b-9c8d-7e6f5a4b3c2d".into(),
-            full_name: "Ada Agent".into(),
-            email: Some("ada@example.com".into()),
-            phone: None,
-            client_identity: Some("ada".into()),
-        });
+        d.required_skills = vec!["billing".into(), "spanish".into()];
         d.updated_at = utc(2025, 10, 26, 1, 30) + chrono::Duration::nanoseconds(123_456_789);
         let item = stored(&d, number_sk(&d.phone_number)).unwrap();
         assert_eq!(item["pk"], AttributeValue::S("TENANT#6f1c2d3e-4a5b-4c6d-8e7f-9a0b1c2d3e4f".into()));
@@ -293,6 +298,17 @@ mod tests {
         assert!(department_sk(&d.queue_id).starts_with(DEPARTMENT_PREFIX));
         assert!(!number_sk(&d.phone_number).starts_with(DEPARTMENT_PREFIX));
         assert!(!name_sk(&d.name).starts_with(DEPARTMENT_PREFIX));
+    }
+
+    #[test]
+    fn queued_calls_list_apart_from_departments_and_other_queues() {
+        let d = department(chrono_tz::Europe::Berlin);
+        let prefix = queued_prefix(&d.queue_id);
+        assert_eq!(prefix, "QUEUED#0b7f3c2e-9d4a-4c1b-8e6f-2a5d7c9e1f30#");
+        assert!(!prefix.starts_with(DEPARTMENT_PREFIX));
+        // A queue id never prefixes another: the closing '#' ends it.
+        let longer = format!("{}0", d.queue_id);
+        assert!(!queued_prefix(&longer).starts_with(&prefix));
     }
 
     #[test]

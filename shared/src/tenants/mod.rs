@@ -47,6 +47,22 @@ impl fmt::Debug for TenantId {
 pub(crate) fn tenant_pk(tenant: &TenantId) -> String {
     format!("TENANT#{tenant}")
 }
+
+/// A Query for the tenant's items whose sort key starts with `prefix` (departments,
+/// agents, a queue, …); the caller adds paging, limits and consistency.
+pub(crate) fn tenant_items(
+    db: &aws_sdk_dynamodb::Client,
+    table: &str,
+    tenant: &TenantId,
+    prefix: impl Into<String>,
+) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    db.query()
+        .table_name(table)
+        .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+        .expression_attribute_values(":pk", AttributeValue::S(tenant_pk(tenant)))
+        .expression_attribute_values(":prefix", AttributeValue::S(prefix.into()))
+}
 const PROFILE_SK: &str = "PROFILE";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -147,13 +147,7 @@ impl ProviderStore {
     }
 
     pub async fn list(&self, tenant: &TenantId) -> anyhow::Result<Vec<ProviderAccount>> {
-        let out = self
-            .db
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-            .expression_attribute_values(":pk", AttributeValue::S(tenant_pk(tenant)))
-            .expression_attribute_values(":prefix", AttributeValue::S("PROVIDER#".into()))
+        let out = super::tenant_items(&self.db, &self.table, tenant, "PROVIDER#")
             .send()
             .await?;
         Ok(serde_dynamo::from_items(out.items.unwrap_or_default())?)

@@ -36,7 +36,8 @@ pub const RETENTION_DAYS: RangeInclusive<u32> = 30..=365;
 /// the new one without a delivery failing verification in between.
 pub const SECRET_ROTATION_OVERLAP: TimeDelta = TimeDelta::hours(24);
 /// The events a CRM can subscribe to, in the order settings list them.
-pub const CRM_WEBHOOK_EVENTS: [WebhookEvent; 2] = [WebhookEvent::StatusUpdate, WebhookEvent::RecordingAvailable];
+pub const CRM_WEBHOOK_EVENTS: [WebhookEvent; 3] =
+    [WebhookEvent::StatusUpdate, WebhookEvent::RecordingAvailable, WebhookEvent::SupervisorAction];
 const TOKEN_LEN: RangeInclusive<usize> = 16..=512;
 const MAX_URL_LEN: usize = 2048;
 

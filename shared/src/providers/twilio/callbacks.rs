@@ -6,22 +6,31 @@ use anyhow::Context;
 use chrono::Utc;
 
 use super::{
+    inbound,
     client::{CallInstructions, CallUpdate, RecordingFormat, TwilioCredentials, TwilioError},
     twiml::Response,
     webhook::{self, Verified},
 };
 use crate::{
     AppContext,
-    calls::{AgentRef, CallEvent, RecordingRef, RecordingStatus, lifecycle::{Applied, call_id_for}},
-    departments::{WaitDecision, WebhookUrls, route_inbound, wait_twiml},
+    calls::{CallEvent, Direction, RecordingRef, RecordingStatus, lifecycle::{Applied, call_id_for}},
+    departments::{WaitDecision, WebhookUrls, hold_twiml, route_inbound, wait_twiml},
     edge::ApiError,
     recordings::{self, FetchJob},
 };
 
-/// `status` (and the status part of `voice`): one state-machine step.
+/// A caller past the max wait whose agent is ringing holds this much longer, at a time.
+const HOLD_WHILE_RINGING_SECS: i64 = 10;
+
+/// `status` (and the status part of `voice`): one state-machine step. A caller who hangs
+/// up leaves the department's queue (or drops the agent being rung for them).
 pub async fn on_status(ctx: &AppContext, webhook: &Verified) -> Result<Applied, ApiError> {
     let report = webhook::status_report(webhook)?;
-    Ok(ctx.calls.apply_status(&report).await?)
+    let applied = ctx.calls.apply_status(&report).await?;
+    if report.status.is_terminal() && report.direction == Direction::Inbound {
+        inbound::on_caller_ended(ctx, &webhook.account, &report.call_id()).await?;
+    }
+    Ok(applied)
 }
 
 /// The absolute URLs of our webhook endpoints, as Twilio must call them back.
@@ -37,12 +46,12 @@ fn urls(webhook_base: &str) -> WebhookUrls {
 }
 
 /// `voice`: an inbound call. Records it (ringing), files it under the department that
-/// owns the dialled number, and answers the TwiML of the routing decision; when an agent
-/// is to be rung, places that leg (once, even if Twilio retries this request).
+/// owns the dialled number, and answers the TwiML of the routing decision; a caller put
+/// on hold is queued for the department's agents (once, even if Twilio retries).
 pub async fn on_voice(ctx: &AppContext, webhook: &Verified, webhook_base: &str) -> Result<String, ApiError> {
     let report = webhook::status_report(webhook)?;
     let call_id = report.call_id();
-    let first_time = matches!(ctx.calls.apply_status(&report).await?, Applied::Changed { .. });
+    ctx.calls.apply_status(&report).await?;
     let department = match report.to.e164() {
         Some(number) => ctx.departments.by_number(&report.tenant_id, &number).await?,
         None => None,
@@ -50,56 +59,40 @@ pub async fn on_voice(ctx: &AppContext, webhook: &Verified, webhook_base: &str) 
     if let Some(department) = &department {
         ctx.calls.assign(&report.tenant_id, &call_id, Some(&department.name), None).await?;
     }
-    let urls = urls(webhook_base);
-    let route = route_inbound(department.as_ref(), &call_id, Utc::now(), &urls);
-    if let (Some(mut leg), true, Some(department)) = (route.agent_leg, first_time, department.as_ref()) {
-        let agent_id = department.default_agent.as_ref().map_or("", |a| a.id.as_str());
-        leg.status_callback = format!("{webhook_base}/agent-status?call_id={call_id}&queue_id={}&agent_id={agent_id}", department.queue_id);
-        // The caller already waits with music; a failed agent leg ends in max-wait handling.
-        if let Err(e) = ctx.twilio()?.create_call(&TwilioCredentials::from(&webhook.account), &leg.create_call()).await {
-            tracing::warn!(error = %e, call_id = %call_id, "placing the agent leg failed");
-        }
+    let route = route_inbound(department.as_ref(), &call_id, Utc::now(), &urls(webhook_base));
+    if let (true, Some(department)) = (route.queued, &department) {
+        inbound::admit(ctx, &webhook.account, department, &call_id, &report.from, webhook_base).await?;
     }
     Ok(route.twiml)
 }
 
-/// `agent-status`: the agent leg's progress. Once the agent answers, the customer's call
-/// carries that agent (the CRM sees who took it); the leg itself is not a CRM call.
-pub async fn on_agent_status(ctx: &AppContext, webhook: &Verified) -> Result<(), ApiError> {
-    let (Some(call_id), Some(queue_id)) = (webhook.param("call_id"), webhook.param("queue_id")) else {
-        return Err(ApiError::BadRequest("agent-status needs call_id and queue_id".into()));
-    };
-    if webhook.param("CallStatus") != Some("in-progress") {
-        return Ok(());
-    }
-    let tenant = &webhook.account.tenant_id;
-    let Some(department) = ctx.departments.get(tenant, queue_id).await? else { return Ok(()) };
-    if let Some(agent) = department.default_agent.filter(|a| Some(a.id.as_str()) == webhook.param("agent_id")) {
-        let agent = AgentRef { id: agent.id, full_name: agent.full_name, email: agent.email };
-        ctx.calls.assign(tenant, call_id, None, Some(&agent)).await?;
-    }
-    Ok(())
-}
-
-/// `wait`: the conference hold loop. Keeps the caller on hold music until the
-/// department's max wait; then moves the call to the after-hours action (a wait URL
-/// cannot do that itself, so the call is redirected over Twilio's REST API).
+/// `wait`: the conference hold loop. Serves the department's queue (the safety net for
+/// a pairing missed on the way) and keeps the caller on hold music until the
+/// department's max wait; then takes the caller out of the queue and moves the call to
+/// the after-hours action (a wait URL cannot do that itself, so over Twilio's REST API).
 pub async fn on_wait(ctx: &AppContext, webhook: &Verified, webhook_base: &str) -> Result<String, ApiError> {
     let queue_id = webhook.param("queue_id").ok_or_else(|| ApiError::invalid("queue_id", "queue_id is required"))?;
     let since: i64 = webhook
         .param("since")
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| ApiError::invalid("since", "since must be epoch seconds"))?;
+    let call_sid = webhook.param("CallSid").ok_or_else(|| ApiError::invalid("CallSid", "CallSid is required"))?;
     let tenant = &webhook.account.tenant_id;
     let department = ctx
         .departments
         .get(tenant, queue_id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no department {queue_id}")))?;
-    match wait_twiml(&department, since, Utc::now(), &urls(webhook_base)) {
+    inbound::serve(ctx, tenant, &department, Some(&webhook.account)).await?;
+    let call_id = call_id_for("twilio", &webhook.account.account_sid, call_sid);
+    let urls = urls(webhook_base);
+    match wait_twiml(&department, since, Utc::now(), &urls) {
         WaitDecision::Hold(twiml) => Ok(twiml),
         WaitDecision::Expired(after_hours) => {
-            let call_sid = webhook.param("CallSid").ok_or_else(|| ApiError::invalid("CallSid", "CallSid is required"))?;
+            if !inbound::give_up_waiting(ctx, Some(&webhook.account), tenant, &call_id).await? {
+                // An agent is being rung for this caller: hold a little longer.
+                return Ok(hold_twiml(&department, since, HOLD_WHILE_RINGING_SECS, &urls));
+            }
             ctx.twilio()?
                 .update_call(&TwilioCredentials::from(&webhook.account), call_sid, &CallUpdate::Redirect(CallInstructions::Twiml(after_hours)))
                 .await

@@ -2,6 +2,8 @@
 
 pub mod callbacks;
 pub mod client;
+pub mod conference;
+pub mod inbound;
 pub mod signature;
 pub mod twiml;
 pub mod webhook;
